@@ -1,0 +1,5 @@
+import sys
+
+from loraclf.cli import main
+
+sys.exit(main())

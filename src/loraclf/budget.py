@@ -1,0 +1,74 @@
+"""Exact trainable-parameter accounting, from the model config alone (meta device, no weights)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from loraclf.config import Config
+from loraclf.errors import UserError
+from loraclf.model import load_base_config, wrap_with_lora
+
+
+@dataclass
+class Breakdown:
+    trainable: int
+    lora: int
+    head: int
+    other: int
+    frozen: int
+    max_trainable: int
+
+    @property
+    def over_by(self) -> int:
+        return self.trainable - self.max_trainable
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self) | {"total": self.trainable + self.frozen}
+
+    def describe(self) -> str:
+        share = 100 * self.trainable / max(1, self.trainable + self.frozen)
+        return (
+            f"trainable {self.trainable:,} ({share:.2f}% of {self.trainable + self.frozen:,}) = "
+            f"LoRA {self.lora:,} + head {self.head:,} + other {self.other:,}; "
+            f"budget {self.max_trainable:,}"
+        )
+
+
+def count(model: torch.nn.Module, max_trainable: int) -> Breakdown:
+    """Split the parameters of a PEFT-wrapped model into LoRA, head (modules_to_save), other and frozen."""
+    lora = head = other = frozen = 0
+    for name, param in model.named_parameters():
+        n = param.numel()
+        if ".original_module." in name:
+            continue  # PEFT's frozen copy of the head, kept only to unload the adapter
+        if not param.requires_grad:
+            frozen += n
+        elif "lora_" in name:
+            lora += n
+        elif ".modules_to_save." in name:
+            head += n
+        else:
+            other += n
+    return Breakdown(lora + head + other, lora, head, other, frozen, max_trainable)
+
+
+def estimate(config: Config, label_names: list[str]) -> Breakdown:
+    """The breakdown the recipe will train, built on the meta device: no weights are read or allocated."""
+    base_config = load_base_config(config.model, label_names)
+    with torch.device("meta"):
+        base = AutoModelForSequenceClassification.from_config(
+            base_config, trust_remote_code=config.model.trust_remote_code
+        )
+        model = wrap_with_lora(base, config.lora)
+    return count(model, config.budget.max_trainable)
+
+
+def enforce(breakdown: Breakdown) -> None:
+    if breakdown.over_by > 0:
+        raise UserError(
+            f"over budget by {breakdown.over_by:,} trainable parameters: {breakdown.describe()}; "
+            "lower lora.r, target fewer modules, or raise budget.max_trainable"
+        )

@@ -1,0 +1,181 @@
+"""Command line: parse, dispatch, and turn user errors into one line and exit code 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+
+from loraclf.errors import UserError
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like every other user error
+        raise UserError(f"{self.prog}: {message}")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="loraclf", description="LoRA text classification under a parameter budget.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = commands.add_parser("train", help="fine-tune with LoRA; writes a run folder")
+    train.add_argument("--config", required=True, help="recipe YAML, e.g. configs/paper.yaml")
+    train.add_argument("--output-dir", help="run folder (default: runs/<config>-<time>)")
+    train.add_argument("--overwrite", action="store_true", help="reuse a non-empty run folder")
+    train.add_argument("--allow-pickle", action="store_true", help="allow pickled data files (runs their code)")
+
+    budget = commands.add_parser("budget", help="exact trainable parameters, without weights")
+    budget.add_argument("--config", required=True)
+    budget.add_argument("--json", action="store_true", help="print one JSON object")
+    budget.add_argument("--allow-pickle", action="store_true")
+
+    evaluate = commands.add_parser("evaluate", help="metrics of a run on a labelled file")
+    evaluate.add_argument("run_dir")
+    evaluate.add_argument("--data", required=True, help="labelled file (CSV, JSONL, Parquet, pickle)")
+    evaluate.add_argument("--output", help="metrics JSON (default: RUN_DIR/eval_<data>.json); a PNG goes beside")
+    evaluate.add_argument("--batch-size", type=int, default=128)
+    evaluate.add_argument("--allow-pickle", action="store_true")
+
+    predict = commands.add_parser("predict", help="labels and probabilities for texts")
+    predict.add_argument("run_dir")
+    predict.add_argument("texts", nargs="*", help="texts to classify (else --input, else stdin lines)")
+    predict.add_argument("--input", help="file of texts (CSV, JSONL, Parquet, pickle)")
+    predict.add_argument("--output", help=".csv or .jsonl (default: CSV on stdout)")
+    predict.add_argument("--submission", action="store_true", help="write the competition format ID,Label")
+    predict.add_argument("--text-column", help="column holding the texts (default: the run's)")
+    predict.add_argument("--batch-size", type=int, default=128)
+    predict.add_argument("--allow-pickle", action="store_true")
+    return parser
+
+
+def _config(args, overrides):
+    from loraclf.config import load_config, parse_overrides
+
+    pairs = parse_overrides(overrides)
+    if getattr(args, "allow_pickle", False):
+        pairs.append(("data.allow_pickle", "true"))
+    return load_config(args.config, pairs)
+
+
+def _label_names(config) -> list[str]:
+    """Class names without tokenizing: from the config, or read off the training data."""
+    from loraclf.data import infer_label_names, load_hub, read_file
+
+    data = config.data
+    if data.label_names:
+        return list(data.label_names)
+    if data.train_file:
+        table = read_file(data.train_file, data.text_column, data.label_column, data.allow_pickle)
+    else:
+        table = load_hub(data.dataset, data.text_column, data.label_column)["train"]
+    return infer_label_names(table, None, data.label_column)
+
+
+def cmd_train(args, overrides) -> None:
+    from loraclf.train import train
+
+    config = _config(args, overrides)
+    output = args.output_dir or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    train(config, output, overwrite=args.overwrite)
+
+
+def cmd_budget(args, overrides) -> None:
+    from loraclf import budget
+
+    config = _config(args, overrides)
+    breakdown = budget.estimate(config, _label_names(config))
+    if args.json:
+        print(json.dumps(breakdown.to_dict() | {"within_budget": breakdown.over_by <= 0}))
+    else:
+        print(breakdown.describe())
+        print("within budget" if breakdown.over_by <= 0 else f"OVER budget by {breakdown.over_by:,}")
+
+
+def cmd_evaluate(args, overrides) -> None:
+    from loraclf import run
+    from loraclf.data import encode, encode_labels, read_file
+    from loraclf.evaluate import metrics, plot_confusion
+    from loraclf.predict import predict_logits
+
+    _no_overrides(overrides)
+    trained = run.load(args.run_dir, _device())
+    data = trained.config.data
+    table = read_file(args.data, data.text_column, data.label_column, args.allow_pickle)
+    labels = encode_labels(table, trained.label_names, data.label_column)
+    encoded = encode(trained.tokenizer, table.texts, None, data.max_length)
+    logits = predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, _device())
+    result = metrics(labels, logits, trained.label_names) | {"data": str(args.data), "run": str(trained.path)}
+    output = Path(args.output) if args.output else trained.path / f"eval_{Path(args.data).stem}.json"
+    run.write_json(output, result)
+    plot_confusion(result["confusion_matrix"], trained.label_names, output.with_suffix(".png"), Path(args.data).name)
+    print(f"accuracy {result['accuracy']:.4f}  macro-F1 {result['macro_f1']:.4f}  on {result['count']:,} items")
+    print(f"wrote {output} and {output.with_suffix('.png')}")
+
+
+def cmd_predict(args, overrides) -> None:
+    from loraclf import run
+    from loraclf.data import Table, check_texts, encode, read_file
+    from loraclf.predict import output_format, predict_logits, render, softmax, write_predictions
+
+    _no_overrides(overrides)
+    if args.output:
+        output_format(Path(args.output), args.submission)  # fail on a bad name before any work
+    if args.input and args.texts:
+        raise UserError("predict: give texts as arguments or --input FILE, not both")
+    trained = run.load(args.run_dir, _device())
+    column = args.text_column or trained.config.data.text_column
+    if args.input:
+        table = read_file(args.input, column, trained.config.data.label_column, args.allow_pickle)
+    else:
+        texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+        table = Table("arguments" if args.texts else "stdin", texts, None)
+        check_texts(table)
+    encoded = encode(trained.tokenizer, table.texts, None, trained.config.data.max_length)
+    probs = softmax(predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, _device()))
+    if args.output:
+        write_predictions(Path(args.output), probs, trained.label_names, args.submission)
+        print(f"wrote {len(table.texts):,} predictions to {args.output}", file=sys.stderr)
+    else:
+        sys.stdout.write(render(probs, trained.label_names, "csv", args.submission))
+
+
+def _device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _no_overrides(overrides: list[str]) -> None:
+    if overrides:
+        raise UserError(f"unexpected arguments: {' '.join(overrides)}")
+
+
+COMMANDS = {"train": cmd_train, "budget": cmd_budget, "evaluate": cmd_evaluate, "predict": cmd_predict}
+
+
+def main(argv: list[str] | None = None) -> int:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    try:
+        args, overrides = _parser().parse_known_args(argv)
+        from huggingface_hub.utils import logging as hub_logging
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hub_logging.set_verbosity_error()  # its retry chatter would bury our one-line error
+        COMMANDS[args.command](args, overrides)
+    except UserError as exc:
+        print(f"loraclf: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("loraclf: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

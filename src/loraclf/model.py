@@ -1,0 +1,145 @@
+"""Build the encoder (pretrained, or random from its config) and wrap it with PEFT LoRA."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import torch
+from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from transformers import (
+    AutoConfig,
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from loraclf.config import LoraSettings, ModelConfig
+from loraclf.errors import UserError
+
+PACKAGE_PREFIX = "package:"
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map `package:NAME` to the model folder that pip package ships; pass others through."""
+    if not name_or_path.startswith(PACKAGE_PREFIX):
+        return name_or_path
+    package = name_or_path[len(PACKAGE_PREFIX) :]
+    spec = importlib.util.find_spec(package)
+    if spec is None or spec.origin is None:
+        raise UserError(
+            f"config model.name_or_path: python package {package!r} is not installed "
+            f"(pip install {package.replace('_', '-')})"
+        )
+    folder = Path(spec.origin).parent / "model"
+    if not (folder / "config.json").is_file():
+        raise UserError(f"config model.name_or_path: package {package!r} has no model folder at {folder}")
+    return str(folder)
+
+
+def _hub_error(what: str, name: str, exc: Exception) -> UserError:
+    if Path(name).exists():
+        return UserError(f"cannot load the {what} from folder {name}: {str(exc).splitlines()[0]}")
+    return UserError(
+        f"cannot load the {what} {name!r}: not a local folder and the hub could not provide it "
+        f"({type(exc).__name__}); offline, point --model.name_or_path at a local model folder"
+    )
+
+
+def load_tokenizer(model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
+    name = resolve_model_path(model_cfg.name_or_path)
+    try:
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=model_cfg.trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise _hub_error("tokenizer", name, exc) from None
+
+
+def load_base_config(model_cfg: ModelConfig, label_names: list[str]) -> PretrainedConfig:
+    name = resolve_model_path(model_cfg.name_or_path)
+    try:
+        return AutoConfig.from_pretrained(
+            name,
+            num_labels=len(label_names),
+            id2label=dict(enumerate(label_names)),
+            label2id={n: i for i, n in enumerate(label_names)},
+            trust_remote_code=model_cfg.trust_remote_code,
+        )
+    except (OSError, ValueError) as exc:
+        raise _hub_error("model config", name, exc) from None
+
+
+def head_module_names(model: PreTrainedModel) -> list[str]:
+    """Top-level modules with parameters outside the encoder: the classification head.
+
+    RoBERTa: `classifier` (dense + out_proj); BERT: `classifier`; DistilBERT:
+    `pre_classifier` and `classifier`. These train in full.
+    """
+    encoder = model.base_model_prefix
+    return [
+        name
+        for name, module in model.named_children()
+        if name != encoder and any(True for _ in module.parameters())
+    ]
+
+
+def peft_config(lora: LoraSettings, head_modules: list[str]) -> LoraConfig:
+    return LoraConfig(
+        task_type=TaskType.SEQ_CLS,
+        r=lora.r,
+        lora_alpha=lora.alpha,
+        lora_dropout=lora.dropout,
+        bias=lora.bias,
+        target_modules=list(lora.target_modules),
+        modules_to_save=head_modules,
+    )
+
+
+def _check_targets(model: PreTrainedModel, lora: LoraSettings) -> None:
+    leaf_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    missing = [t for t in lora.target_modules if t not in leaf_names]
+    if missing:
+        linear = sorted(
+            {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+        )
+        raise UserError(
+            f"config lora.target_modules: {missing} not found in {type(model).__name__}; "
+            f"its linear layers are named {', '.join(linear)}"
+        )
+
+
+def wrap_with_lora(model: PreTrainedModel, lora: LoraSettings) -> PeftModel:
+    _check_targets(model, lora)
+    return get_peft_model(model, peft_config(lora, head_module_names(model)))
+
+
+def build_base(model_cfg: ModelConfig, label_names: list[str], base_folder: Path | None = None) -> PreTrainedModel:
+    """The encoder with a fresh head for `label_names`.
+
+    `base_folder` (a run's saved random base) takes precedence over the config,
+    so a run trained on random weights is evaluated on the same weights.
+    """
+    config = load_base_config(model_cfg, label_names)
+    if base_folder is not None:
+        return AutoModelForSequenceClassification.from_pretrained(base_folder, config=config)
+    if model_cfg.init == "random":
+        return AutoModelForSequenceClassification.from_config(
+            config, trust_remote_code=model_cfg.trust_remote_code
+        )
+    name = resolve_model_path(model_cfg.name_or_path)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            name, config=config, trust_remote_code=model_cfg.trust_remote_code, use_safetensors=None
+        )
+    except (OSError, ValueError) as exc:
+        raise _hub_error("model", name, exc) from None
+
+
+def build_model(model_cfg: ModelConfig, lora: LoraSettings, label_names: list[str]) -> PeftModel:
+    return wrap_with_lora(build_base(model_cfg, label_names), lora)
+
+
+def load_adapter(base: PreTrainedModel, adapter_folder: Path) -> PeftModel:
+    """Base + trained adapter and head, read from safetensors, for inference."""
+    return PeftModel.from_pretrained(base, adapter_folder, is_trainable=False)

@@ -1,0 +1,82 @@
+"""Batched inference, and prediction files: per-class probabilities, or the competition's `ID,Label`."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from loraclf.data import Encoded, loader
+from loraclf.errors import UserError
+from loraclf.run import write_text
+
+
+@torch.inference_mode()
+def predict_logits(model, data: Encoded, batch_size: int, pad_id: int, device: str | torch.device) -> np.ndarray:
+    """Logits for every item, in input order; items are batched by length so padding stays small."""
+    order = np.argsort([len(ids) for ids in data.input_ids], kind="stable")
+    by_length = Encoded([data.input_ids[i] for i in order])
+    chunks = []
+    for batch in loader(by_length, batch_size, pad_id):
+        batch.pop("labels")
+        batch = {k: v.to(device) for k, v in batch.items()}
+        chunks.append(model(**batch).logits.float().cpu())
+    logits = torch.cat(chunks).numpy()
+    out = np.empty_like(logits)
+    out[order] = logits
+    return out
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
+
+
+def render(probs: np.ndarray, label_names: list[str], fmt: str, submission: bool) -> str:
+    """The output file's text: CSV or JSONL rows of label, label_name and p_<class>, or `ID,Label`."""
+    labels = probs.argmax(axis=1)
+    if submission:
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["ID", "Label"])
+        writer.writerows(enumerate(labels.tolist()))
+        return buffer.getvalue()
+    prob_columns = [f"p_{name}" for name in label_names]
+    rows = (
+        {"label": int(label), "label_name": label_names[label]}
+        | {column: round(float(p), 6) for column, p in zip(prob_columns, row)}
+        for label, row in zip(labels, probs)
+    )
+    if fmt == "jsonl":
+        return "".join(json.dumps(row) + "\n" for row in rows)
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=["label", "label_name", *prob_columns], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return buffer.getvalue()
+
+
+def output_format(path: Path, submission: bool) -> str:
+    suffix = path.suffix.lower()
+    if submission:
+        if suffix != ".csv":
+            raise UserError(f"output {path}: a submission is a .csv file")
+        return "csv"
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suffix == ".csv":
+        return "csv"
+    raise UserError(f"output {path}: use a .csv or .jsonl file name")
+
+
+def write_predictions(path: Path, probs: np.ndarray, label_names: list[str], submission: bool) -> None:
+    fmt = output_format(path, submission)
+    if path.is_dir():
+        raise UserError(f"output {path}: is a directory, expected a file name")
+    try:
+        write_text(path, render(probs, label_names, fmt, submission))
+    except OSError as exc:
+        raise UserError(f"output {path}: cannot write ({exc.strerror or exc})") from None

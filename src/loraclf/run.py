@@ -1,0 +1,130 @@
+"""The run folder: its layout, atomic writes into it, and loading a trained model back from it.
+
+    RUN_DIR/
+      config.yaml       resolved config
+      labels.json       class names in id order
+      budget.json       trainable-parameter breakdown
+      adapter/          best LoRA adapter + head (PEFT format, safetensors)
+      tokenizer/        the tokenizer used in training
+      base_model/       only for `model.init: random`: the random base weights
+      metrics.jsonl     one JSON object per log / evaluation event
+      metrics.json      summary: best validation, test metrics, timings
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loraclf.config import Config, load_config
+from loraclf.errors import UserError
+
+CONFIG = "config.yaml"
+LABELS = "labels.json"
+BUDGET = "budget.json"
+ADAPTER = "adapter"
+TOKENIZER = "tokenizer"
+BASE_MODEL = "base_model"
+METRICS_LOG = "metrics.jsonl"
+SUMMARY = "metrics.json"
+
+
+def prepare(output_dir: str | Path, overwrite: bool) -> Path:
+    """Create (or, with overwrite, reuse) the run folder, failing early if it cannot be written."""
+    path = Path(output_dir)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output {path}: exists and is not a folder")
+    if path.is_dir() and any(path.iterdir()) and not overwrite:
+        raise UserError(f"output {path}: folder exists and is not empty; pass --overwrite or choose another --output-dir")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as exc:
+        raise UserError(f"output {path}: cannot write there ({exc.strerror or exc})") from None
+    return path
+
+
+def write_text(path: Path, text: str) -> None:
+    """Write through a temporary file and rename, so a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def replace_folder(target: Path, fill) -> None:
+    """Fill a temporary sibling folder with `fill(folder)`, then swap it in for `target`."""
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    try:
+        fill(tmp)
+        old = target.with_name(f".{target.name}.old")
+        if target.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            os.replace(target, old)
+        os.replace(tmp, target)
+        shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def append_jsonl(path: Path, record: dict[str, Any]) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(record) + "\n")
+
+
+@dataclass
+class TrainedRun:
+    path: Path
+    config: Config
+    label_names: list[str]
+    tokenizer: Any
+    model: Any
+
+
+def read_run_config(run_dir: str | Path) -> tuple[Path, Config, list[str]]:
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise UserError(f"run folder {path}: not found" if not path.exists() else f"run folder {path}: not a folder")
+    for required in (CONFIG, LABELS, ADAPTER):
+        if not (path / required).exists():
+            raise UserError(f"run folder {path}: no {required}; is it a finished loraclf training run?")
+    try:
+        tree = yaml.safe_load((path / CONFIG).read_text(encoding="utf-8"))
+        label_names = json.loads((path / LABELS).read_text(encoding="utf-8"))["label_names"]
+    except (yaml.YAMLError, ValueError, KeyError, UnicodeDecodeError) as exc:
+        raise UserError(f"run folder {path}: unreadable {CONFIG} or {LABELS} ({exc})") from None
+    return path, load_config(tree=tree), label_names
+
+
+def load(run_dir: str | Path, device: str = "cpu") -> TrainedRun:
+    """The trained classifier of a run folder: base weights + adapter and head, ready for inference."""
+    from transformers import AutoTokenizer
+
+    from loraclf.model import build_base, load_adapter
+
+    path, config, label_names = read_run_config(run_dir)
+    tokenizer = AutoTokenizer.from_pretrained(path / TOKENIZER)
+    base_folder = path / BASE_MODEL if (path / BASE_MODEL).is_dir() else None
+    base = build_base(config.model, label_names, base_folder=base_folder)
+    model = load_adapter(base, path / ADAPTER).to(device).eval()
+    return TrainedRun(path, config, label_names, tokenizer, model)

@@ -1,0 +1,79 @@
+import pytest
+import torch
+
+from loraclf import budget
+from loraclf.config import AG_NEWS_LABELS, Config, load_config, parse_overrides
+from loraclf.errors import UserError
+from loraclf.model import build_model
+
+from conftest import ROBERTA, needs_shared, tiny_roberta_config
+
+CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
+
+
+@needs_shared
+def test_paper_recipe_on_real_roberta_config_is_exact():
+    config = load_config(CONFIGS / "paper.yaml", parse_overrides(["--model.name_or_path", str(ROBERTA)]))
+    b = budget.estimate(config, AG_NEWS_LABELS)
+    assert (b.trainable, b.lora, b.head, b.other) == (980_740, 387_072, 593_668, 0)
+    # The frozen encoder: roberta-base without its pooler (the sequence-classification model has none).
+    assert b.frozen == 124_645_632 - (768 * 768 + 768)
+    assert b.over_by == 980_740 - 1_000_000
+
+
+def lora_formula(layers, hidden, r, targets, intermediate):
+    shapes = {"query": (hidden, hidden), "key": (hidden, hidden), "value": (hidden, hidden),
+              "dense": None, "intermediate.dense": (hidden, intermediate)}
+    return layers * sum(r * sum(shapes[t]) for t in targets)
+
+
+@pytest.mark.parametrize("r, targets", [(1, ["query"]), (4, ["query", "value"]), (7, ["query", "key", "value"]),
+                                        (16, ["key"])])
+@pytest.mark.parametrize("num_labels", [2, 4, 7])
+def test_formula_on_other_ranks_targets_and_classes(tmp_path, r, targets, num_labels):
+    tiny_roberta_config(vocab_size=100).save_pretrained(tmp_path)
+    config = Config()
+    config.model.name_or_path = str(tmp_path)
+    config.lora.r, config.lora.target_modules = r, targets
+    b = budget.estimate(config, [str(i) for i in range(num_labels)])
+    hidden, layers = 32, 2
+    assert b.lora == lora_formula(layers, hidden, r, targets, 64)
+    assert b.head == hidden * hidden + hidden + hidden * num_labels + num_labels
+    assert b.trainable == b.lora + b.head
+
+
+def test_meta_estimate_equals_the_built_model(tmp_path):
+    tiny_roberta_config(vocab_size=100).save_pretrained(tmp_path)
+    config = Config()
+    config.model.name_or_path, config.model.init = str(tmp_path), "random"
+    config.lora.r, config.lora.target_modules = 3, ["query", "value", "dense"]
+    model = build_model(config.model, config.lora, ["a", "b", "c"])
+    built = budget.count(model, config.budget.max_trainable)
+    assert built == budget.estimate(config, ["a", "b", "c"])
+    assert built.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def test_enforce_says_by_how_much_and_which_parts(tmp_path):
+    tiny_roberta_config(vocab_size=100).save_pretrained(tmp_path)
+    config = Config()
+    config.model.name_or_path = str(tmp_path)
+    config.budget.max_trainable = 1000
+    b = budget.estimate(config, ["a", "b"])
+    with pytest.raises(UserError, match=rf"over budget by {b.trainable - 1000:,}.*LoRA {b.lora:,} \+ head {b.head:,}"):
+        budget.enforce(b)
+
+
+def test_estimate_allocates_no_weights(tmp_path, monkeypatch):
+    tiny_roberta_config(vocab_size=100).save_pretrained(tmp_path)
+    config = Config()
+    config.model.name_or_path = str(tmp_path)
+    real_empty = torch.empty
+
+    def no_cpu_storage(*args, **kwargs):
+        tensor = real_empty(*args, **kwargs)
+        assert tensor.device.type == "meta" or tensor.numel() < 1000, "a real weight was allocated"
+        return tensor
+
+    monkeypatch.setattr(torch, "empty", no_cpu_storage)
+    assert budget.estimate(config, ["a", "b"]).trainable > 0

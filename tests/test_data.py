@@ -1,0 +1,194 @@
+import json
+import pickle
+
+import numpy as np
+import pytest
+
+from loraclf.config import AG_NEWS_LABELS, DataConfig
+from loraclf.data import (
+    Encoded, Labelled, collate, encode_labels, infer_label_names, length_filter, load_splits, read_file, split,
+)
+from loraclf.errors import UserError
+
+from conftest import AGNEWS_5K, AGNEWS_CANONICAL, needs_shared, write_csv
+
+TEXTS = ['Stocks rise, "again"', "Team wins\nthe cup", "New chip \\ faster", "Peace talks"]
+LABELS = [2, 1, 3, 0]
+
+
+def labels_of(table, names=AG_NEWS_LABELS):
+    return encode_labels(table, names, "label").tolist()
+
+
+# ------------------------------------------------------------------ formats
+
+
+def test_hf_csv(tmp_path):
+    table = read_file(write_csv(tmp_path / "d.csv", TEXTS, LABELS))
+    assert table.texts == TEXTS and labels_of(table) == LABELS
+
+
+def test_agnews_canonical_csv(tmp_path):
+    path = tmp_path / "train.csv"
+    path.write_text('"3","Wall St. Bears","Reuters - Short-sellers\\nare ""back"", \\band"\n'
+                    '"2","Cup final","Team wins"\n', encoding="utf-8")
+    table = read_file(path)
+    assert table.texts == ['Wall St. Bears Reuters - Short-sellers\nare "back", \\band', "Cup final Team wins"]
+    assert labels_of(table) == [2, 1]
+    assert table.label_names == AG_NEWS_LABELS
+
+
+@needs_shared
+def test_agnews_canonical_sample_from_shared():
+    table = read_file(AGNEWS_CANONICAL)
+    assert len(table.texts) == 581
+    assert set(labels_of(table)) <= {0, 1, 2, 3}
+    assert table.texts[0].startswith("Wall St. Bears Claw Back Into the Black (Reuters) Reuters - Short-sellers")
+
+
+def test_jsonl_and_json(tmp_path):
+    records = [{"text": t, "label": AG_NEWS_LABELS[label]} for t, label in zip(TEXTS, LABELS)]
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in records) + "\n\n", encoding="utf-8")
+    array = tmp_path / "d.json"
+    array.write_text(json.dumps(records), encoding="utf-8")
+    for path in (jsonl, array):
+        table = read_file(path)
+        assert table.texts == TEXTS and labels_of(table) == LABELS
+
+
+def test_parquet_with_hf_label_names(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    meta = {"info": {"features": {"text": {"dtype": "string", "_type": "Value"},
+                                  "label": {"names": AG_NEWS_LABELS, "_type": "ClassLabel"}}}}
+    table = pa.table({"text": TEXTS, "label": LABELS}).replace_schema_metadata({"huggingface": json.dumps(meta)})
+    pq.write_table(table, tmp_path / "d.parquet")
+    read = read_file(tmp_path / "d.parquet")
+    assert read.texts == TEXTS and read.label_names == AG_NEWS_LABELS and labels_of(read) == LABELS
+
+
+def test_pickled_dataset_and_dataframe_need_permission(tmp_path):
+    import datasets
+    import pandas as pd
+
+    for name, obj in [("ds.pkl", datasets.Dataset.from_dict({"text": TEXTS})),
+                      ("df.pkl", pd.DataFrame({"text": TEXTS, "label": LABELS}))]:
+        path = tmp_path / name
+        path.write_bytes(pickle.dumps(obj))
+        with pytest.raises(UserError, match="refusing to unpickle.*--allow-pickle"):
+            read_file(path)
+        assert read_file(path, allow_pickle=True).texts == TEXTS
+    assert labels_of(read_file(tmp_path / "df.pkl", allow_pickle=True)) == LABELS
+
+
+# ------------------------------------------------------------------ bad input
+
+
+@pytest.mark.parametrize("name, content, message", [
+    ("a.csv", b"", "empty file"),
+    ("a.csv", b"title,label\nx,1\n", r"no column 'text' in the header"),
+    ("a.csv", b"text,label\nok,1\n,2\n", r"row 2 \(line 3\), column 'text': empty or missing text"),
+    ("a.csv", b"text,label\nok,1\nfine,7\n", r"row 2 \(line 3\), column 'label': label '7' is not a class id 0-3"),
+    ("a.csv", b"text,label\nok,Sport\n", r"row 1 \(line 2\), column 'label': label 'Sport'"),
+    ("a.csv", b"text,label\nok,1\nbad \xff\xfe,1\n", r"line 3: not UTF-8"),
+    ("a.csv", b"text,label\nok,1,extra\n", r"row 1 \(line 2\): expected 2 fields"),
+    ("a.csv", b'"1","t","d"\n"2","t","d","x"\n', r"row 2 \(line 2\): expected 3 fields \(class, title, description\)"),
+    ("a.csv", b'"5","t","d"\n', r"row 1 \(line 1\), column 'label': label 4 is not a class id"),
+    ("a.csv", b"text,label\nok\x00,1\n", r"line 2: NUL byte"),
+    ("a.jsonl", b'{"text": "ok", "label": 1}\n{"text": "ok"\n', r"line 2: not valid JSON"),
+    ("a.jsonl", b'{"text": "ok", "label": 1}\n{"label": 1}\n', r"row 2 \(line 2\): missing column 'text'"),
+    ("a.jsonl", b'{"text": null, "label": 1}\n', r"row 1 \(line 1\), column 'text': empty or missing"),
+    ("a.parquet", b"PAR1 not really", "not a readable Parquet"),
+    ("a.txt", b"hello", "unknown format '.txt'"),
+])
+def test_bad_files_fail_with_where_and_what(tmp_path, name, content, message):
+    path = tmp_path / name
+    path.write_bytes(content)
+    with pytest.raises(UserError, match=message) as info:
+        table = read_file(path)
+        encode_labels(table, infer_label_names(table, AG_NEWS_LABELS, "label"), "label")
+    assert str(path) in str(info.value)
+
+
+def test_missing_file_and_directory(tmp_path):
+    with pytest.raises(UserError, match="file not found"):
+        read_file(tmp_path / "none.csv")
+    with pytest.raises(UserError, match="is a directory"):
+        read_file(tmp_path)
+
+
+def test_nan_text_in_dataframe(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "d.pkl"
+    pd.DataFrame({"text": ["ok", float("nan")], "label": [0, 1]}).to_pickle(path)
+    with pytest.raises(UserError, match=r"row 2, column 'text': empty or missing text \(nan\)"):
+        read_file(path, allow_pickle=True)
+
+
+# ------------------------------------------------------------------ labels
+
+
+def test_string_labels_without_names_are_sorted(tmp_path):
+    table = read_file(write_csv(tmp_path / "d.csv", ["a", "b", "c"], ["spam", "ham", "spam"]))
+    names = infer_label_names(table, None, "label")
+    assert names == ["ham", "spam"]
+    assert encode_labels(table, names, "label").tolist() == [1, 0, 1]
+
+
+def test_integer_labels_without_names(tmp_path):
+    table = read_file(write_csv(tmp_path / "d.csv", ["a", "b"], [0, 2]))
+    assert infer_label_names(table, None, "label") == ["0", "1", "2"]
+
+
+def test_names_and_ids_mix(tmp_path):
+    table = read_file(write_csv(tmp_path / "d.csv", ["a", "b"], ["Sports", 3]))
+    assert labels_of(table) == [1, 3]
+
+
+# ------------------------------------------------------------------ filter and split
+
+
+def test_length_filter_drops_outside_percentiles():
+    data = Labelled([f"t{i}" for i in range(101)], np.zeros(101, dtype=np.int64))
+    lengths = np.arange(101)
+    kept, report = length_filter(data, lengths, [1, 99])
+    assert (report.low, report.high) == (1.0, 99.0)
+    assert report.dropped == 2 and report.kept == 99 == len(kept)
+    assert "t0" not in kept.texts and "t100" not in kept.texts
+
+
+def test_split_is_seeded_stratified_and_disjoint():
+    labels = np.repeat(np.arange(4), 25)
+    data = Labelled([f"t{i}" for i in range(100)], labels)
+    a_rest, a_part = split(data, 0.2, seed=7, what="x")
+    b_rest, b_part = split(data, 0.2, seed=7, what="x")
+    c_rest, c_part = split(data, 0.2, seed=8, what="x")
+    assert a_part.texts == b_part.texts and a_part.texts != c_part.texts
+    assert not set(a_rest.texts) & set(a_part.texts) and len(a_rest) + len(a_part) == 100
+    assert np.bincount(a_part.labels).tolist() == [5, 5, 5, 5]
+    _, counted = split(data, 12, seed=7, what="x")
+    assert len(counted) == 12
+
+
+@needs_shared
+def test_load_splits_holds_out_test_before_filtering(tokenizer):
+    cfg = DataConfig(dataset=None, train_file=str(AGNEWS_5K), label_names=AG_NEWS_LABELS, max_length=128,
+                     test_size=1000, val_fraction=0.1)
+    splits = load_splits(cfg, tokenizer, log=lambda _: None)
+    assert len(splits.test) == 1000
+    report = splits.filter_report
+    assert report.kept + report.dropped == 4000 and report.dropped > 0
+    assert len(splits.train) + len(splits.val) == report.kept
+    assert len(splits.val) == int(np.ceil(0.1 * report.kept))
+    assert not set(splits.test.texts) & set(splits.train.texts)
+
+
+def test_collate_pads_to_the_longest_in_batch():
+    data = Encoded([[0, 5, 2], [0, 5, 6, 7, 2]], np.array([1, 3]))
+    batch = collate(pad_id=1)([data[0], data[1]])
+    assert batch["input_ids"].tolist() == [[0, 5, 2, 1, 1], [0, 5, 6, 7, 2]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
+    assert batch["labels"].tolist() == [1, 3]

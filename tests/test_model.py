@@ -1,0 +1,89 @@
+import pytest
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from loraclf.config import LoraSettings, ModelConfig
+from loraclf.errors import UserError
+from loraclf.model import build_base, head_module_names, resolve_model_path, wrap_with_lora
+
+from conftest import tiny_roberta_config
+
+LABELS = ["World", "Sports", "Business", "Sci/Tech"]
+
+
+@pytest.fixture
+def tiny_dir(tmp_path):
+    tiny_roberta_config(vocab_size=100).save_pretrained(tmp_path)
+    return tmp_path
+
+
+def test_random_base_has_labels(tiny_dir):
+    base = build_base(ModelConfig(name_or_path=str(tiny_dir), init="random"), LABELS)
+    assert base.config.num_labels == 4 and base.config.id2label[3] == "Sci/Tech"
+    assert head_module_names(base) == ["classifier"]
+
+
+def test_lora_at_init_equals_the_base_model(tiny_dir):
+    torch.manual_seed(0)
+    base = build_base(ModelConfig(name_or_path=str(tiny_dir), init="random"), LABELS).eval()
+    ids = torch.randint(3, 100, (3, 9))
+    with torch.no_grad():
+        before = base(input_ids=ids).logits.clone()
+        model = wrap_with_lora(base, LoraSettings(r=4, alpha=8, target_modules=["query", "value"])).eval()
+        after = model(input_ids=ids).logits
+    torch.testing.assert_close(after, before, rtol=0, atol=0)
+
+
+def test_only_lora_and_head_train(tiny_dir):
+    base = build_base(ModelConfig(name_or_path=str(tiny_dir), init="random"), LABELS)
+    model = wrap_with_lora(base, LoraSettings(r=2, target_modules=["query"]))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all("lora_" in n or "classifier.modules_to_save" in n for n in trainable)
+    assert any("classifier.modules_to_save.default.dense.weight" in n for n in trainable)
+    assert any("classifier.modules_to_save.default.out_proj.weight" in n for n in trainable)
+
+
+def test_merged_weight_is_w_plus_scaled_ba(tiny_dir):
+    torch.manual_seed(0)
+    base = build_base(ModelConfig(name_or_path=str(tiny_dir), init="random"), LABELS)
+    r, alpha = 4, 12
+    model = wrap_with_lora(base, LoraSettings(r=r, alpha=alpha, target_modules=["query", "key", "value"])).eval()
+    query = model.base_model.model.roberta.encoder.layer[1].attention.self.query
+    with torch.no_grad():
+        query.lora_B["default"].weight.normal_()
+    w = query.base_layer.weight.detach().clone()
+    a, b = query.lora_A["default"].weight.detach(), query.lora_B["default"].weight.detach()
+    ids = torch.randint(3, 100, (2, 7))
+    with torch.no_grad():
+        unmerged = model(input_ids=ids).logits
+    merged = model.merge_and_unload()
+    torch.testing.assert_close(merged.roberta.encoder.layer[1].attention.self.query.weight,
+                               w + (alpha / r) * b @ a, rtol=1e-6, atol=1e-6)
+    with torch.no_grad():
+        torch.testing.assert_close(merged(input_ids=ids).logits, unmerged, rtol=1e-4, atol=1e-5)
+
+
+def test_unknown_target_lists_the_linear_layers(tiny_dir):
+    base = build_base(ModelConfig(name_or_path=str(tiny_dir), init="random"), LABELS)
+    with pytest.raises(UserError, match=r"\['q_proj'\] not found in RobertaForSequenceClassification.*query"):
+        wrap_with_lora(base, LoraSettings(target_modules=["q_proj"]))
+
+
+def test_package_model_path():
+    with pytest.raises(UserError, match="not installed"):
+        resolve_model_path("package:no_such_package_here")
+    assert resolve_model_path("some/hub-id") == "some/hub-id"
+
+
+def test_missing_local_model_says_how_to_go_offline(tmp_path):
+    with pytest.raises(UserError, match="cannot load the model config"):
+        build_base(ModelConfig(name_or_path=str(tmp_path / "missing-folder"), init="random"), LABELS)
+
+
+def test_pretrained_weights_load_from_a_folder(tiny_dir, tmp_path):
+    base = build_base(ModelConfig(name_or_path=str(tiny_dir), init="random"), LABELS)
+    base.save_pretrained(tmp_path / "saved")
+    again = build_base(ModelConfig(name_or_path=str(tmp_path / "saved")), LABELS)
+    key = "roberta.encoder.layer.0.attention.self.query.weight"
+    torch.testing.assert_close(again.state_dict()[key], base.state_dict()[key])
+    assert isinstance(again, type(AutoModelForSequenceClassification.from_config(base.config)))

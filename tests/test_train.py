@@ -1,0 +1,120 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from loraclf import run
+from loraclf.config import Config
+from loraclf.data import encode
+from loraclf.errors import UserError
+from loraclf.evaluate import metrics
+from loraclf.predict import predict_logits
+from loraclf.train import param_groups, train
+
+from conftest import write_csv
+
+
+def tiny_config(model_dir, train_file, **train_overrides) -> Config:
+    config = Config()
+    config.model.name_or_path, config.model.init = str(model_dir), "random"
+    config.data.dataset, config.data.train_file = None, str(train_file)
+    config.data.label_names = ["World", "Sports", "Business", "Sci/Tech"]
+    config.data.max_length, config.data.test_size, config.data.val_fraction = 64, 16, 0.25
+    config.lora.r, config.lora.alpha = 4, 8
+    config.train.epochs, config.train.batch_size, config.train.lr = 2, 8, 5e-3
+    config.train.progress, config.train.log_every = False, 2
+    for key, value in train_overrides.items():
+        setattr(config.train, key, value)
+    return config
+
+
+@pytest.fixture
+def small_csv(tmp_path, agnews_rows):
+    texts, labels = agnews_rows
+    return write_csv(tmp_path / "train.csv", texts[:80], labels[:80])
+
+
+def test_train_writes_a_complete_run_folder(tmp_path, tiny_model_dir, small_csv):
+    out = tmp_path / "run"
+    summary = train(tiny_config(tiny_model_dir, small_csv, eval_every=3), out, log=lambda _: None)
+    for name in (run.CONFIG, run.LABELS, run.BUDGET, run.METRICS_LOG, run.SUMMARY, "test_metrics.json",
+                 "test_confusion_matrix.png", "adapter/adapter_model.safetensors", "adapter/adapter_config.json",
+                 "tokenizer", "base_model/model.safetensors"):
+        assert (out / name).exists(), name
+    assert not list(out.glob(".*")), "temporary files left behind"
+    events = [json.loads(line) for line in (out / run.METRICS_LOG).read_text().splitlines()]
+    evals = [e for e in events if e["event"] == "eval"]
+    per_epoch = -(-summary["train_items"] // 8)
+    expected = sorted({s for s in range(3, 2 * per_epoch + 1, 3)} | {per_epoch, 2 * per_epoch})
+    assert [e["step"] for e in evals] == expected  # every 3 steps, and once at each epoch end
+    assert all(np.isfinite(e["loss"]) for e in events if e["event"] == "train")
+    assert summary["parameters"]["trainable"] == json.loads((out / run.BUDGET).read_text())["trainable"]
+    assert yaml.safe_load((out / run.CONFIG).read_text())["lora"]["r"] == 4
+    assert summary["test"]["count"] == 16
+
+
+def test_saved_best_adapter_reproduces_the_best_validation(tmp_path, tiny_model_dir, small_csv):
+    out = tmp_path / "run"
+    config = tiny_config(tiny_model_dir, small_csv, metric_for_best="loss")
+    summary = train(config, out, log=lambda _: None)
+    trained = run.load(out)
+    from loraclf.data import load_splits
+
+    splits = load_splits(trained.config.data, trained.tokenizer, log=lambda _: None)
+    val = encode(trained.tokenizer, splits.val.texts, None, config.data.max_length)
+    result = metrics(splits.val.labels, predict_logits(trained.model, val, 16, 1, "cpu"), trained.label_names)
+    assert result["loss"] == pytest.approx(summary["best"]["val_loss"], abs=1e-5)
+    assert summary["best"]["val_loss"] == min(
+        json.loads(line)["val_loss"] for line in (out / run.METRICS_LOG).read_text().splitlines()
+        if '"eval"' in line)
+
+
+def test_training_is_seeded(tmp_path, tiny_model_dir, small_csv):
+    a = train(tiny_config(tiny_model_dir, small_csv, epochs=1), tmp_path / "a", log=lambda _: None)
+    b = train(tiny_config(tiny_model_dir, small_csv, epochs=1), tmp_path / "b", log=lambda _: None)
+    assert a["best"] == b["best"]
+
+
+def test_training_learns_a_separable_task(tmp_path, tiny_model_dir):
+    words = ["football", "election", "stocks", "software"]
+    texts = [f"{words[i % 4]} {words[i % 4]} news item {i}" for i in range(96)]
+    labels = [i % 4 for i in range(96)]
+    data = write_csv(tmp_path / "easy.csv", texts, labels)
+    config = tiny_config(tiny_model_dir, data, epochs=10, lr=2e-2)
+    config.data.length_filter = None
+    summary = train(config, tmp_path / "run", log=lambda _: None)
+    assert summary["test"]["accuracy"] >= 0.9
+
+
+def test_over_budget_refuses_before_writing_weights(tmp_path, tiny_model_dir, small_csv):
+    config = tiny_config(tiny_model_dir, small_csv)
+    config.budget.max_trainable = 100
+    with pytest.raises(UserError, match="over budget by"):
+        train(config, tmp_path / "run", log=lambda _: None)
+    assert not (tmp_path / "run" / "adapter").exists()
+
+
+def test_existing_run_folder_needs_overwrite(tmp_path, tiny_model_dir, small_csv):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    with pytest.raises(UserError, match="not empty; pass --overwrite"):
+        train(tiny_config(tiny_model_dir, small_csv), out, log=lambda _: None)
+    assert (out / "keep.txt").read_text() == "precious"
+
+
+def test_no_weight_decay_on_bias_and_layernorm(tiny_model_dir):
+    from loraclf.model import build_model
+
+    config = Config()
+    config.model.name_or_path, config.model.init = str(tiny_model_dir), "random"
+    config.lora.bias = "all"
+    model = build_model(config.model, config.lora, ["a", "b"])
+    decay, plain = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    assert all(names[id(p)].endswith("weight") and "LayerNorm" not in names[id(p)] for p in decay["params"])
+    assert any(names[id(p)].endswith("bias") for p in plain["params"])
+    assert plain["weight_decay"] == 0.0 and decay["weight_decay"] == 0.1
+    assert len(decay["params"]) + len(plain["params"]) == sum(1 for p in model.parameters() if p.requires_grad)
