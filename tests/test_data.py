@@ -192,3 +192,21 @@ def test_collate_pads_to_the_longest_in_batch():
     assert batch["input_ids"].tolist() == [[0, 5, 2, 1, 1], [0, 5, 6, 7, 2]]
     assert batch["attention_mask"].tolist() == [[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]]
     assert batch["labels"].tolist() == [1, 3]
+
+
+def test_length_grouped_batches_cover_everything_once_and_pad_less():
+    from loraclf.data import length_grouped_batches
+
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(5, 200, size=1000)
+    batches = length_grouped_batches(lengths, batch_size=16, seed=3, group=10)
+    flat = [i for b in batches for i in b]
+    assert sorted(flat) == list(range(1000))
+    assert batches == length_grouped_batches(lengths, 16, seed=3, group=10)
+    assert batches != length_grouped_batches(lengths, 16, seed=4, group=10)
+
+    def padded(bs):
+        return sum(len(b) * lengths[b].max() for b in bs)
+
+    random_batches = [list(rng.permutation(1000)[i : i + 16]) for i in range(0, 1000, 16)]
+    assert padded(batches) < 0.7 * padded(random_batches)

@@ -102,10 +102,12 @@ def cmd_evaluate(args, overrides) -> None:
     from loraclf.predict import predict_logits
 
     _no_overrides(overrides)
-    trained = run.load(args.run_dir, _device())
-    data = trained.config.data
+    _, config, label_names = run.read_run_config(args.run_dir)
+    data = config.data
+    # Check the data before loading the model: bad input fails in a second.
     table = read_file(args.data, data.text_column, data.label_column, args.allow_pickle)
-    labels = encode_labels(table, trained.label_names, data.label_column)
+    labels = encode_labels(table, label_names, data.label_column)
+    trained = run.load(args.run_dir, _device())
     encoded = encode(trained.tokenizer, table.texts, None, data.max_length)
     logits = predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, _device())
     result = metrics(labels, logits, trained.label_names) | {"data": str(args.data), "run": str(trained.path)}
@@ -126,14 +128,15 @@ def cmd_predict(args, overrides) -> None:
         output_format(Path(args.output), args.submission)  # fail on a bad name before any work
     if args.input and args.texts:
         raise UserError("predict: give texts as arguments or --input FILE, not both")
-    trained = run.load(args.run_dir, _device())
-    column = args.text_column or trained.config.data.text_column
+    _, config, _ = run.read_run_config(args.run_dir)
+    column = args.text_column or config.data.text_column
     if args.input:
-        table = read_file(args.input, column, trained.config.data.label_column, args.allow_pickle)
+        table = read_file(args.input, column, config.data.label_column, args.allow_pickle)
     else:
         texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
         table = Table("arguments" if args.texts else "stdin", texts, None)
         check_texts(table)
+    trained = run.load(args.run_dir, _device())
     encoded = encode(trained.tokenizer, table.texts, None, trained.config.data.max_length)
     probs = softmax(predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, _device()))
     if args.output:
@@ -166,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # weight loading/saving bars: noise between our own lines
         hub_logging.set_verbosity_error()  # its retry chatter would bury our one-line error
         COMMANDS[args.command](args, overrides)
     except UserError as exc:

@@ -108,6 +108,8 @@ class TrainConfig:
     batch_size: int = 32
     eval_batch_size: int = 128
     weight_decay: float = 0.01
+    # Batch items of similar token length together (shuffled, seeded): far less padding.
+    group_by_length: bool = True
     scheduler: str = "linear"
     warmup_ratio: float = 0.0
     max_grad_norm: float = 1.0

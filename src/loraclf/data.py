@@ -510,7 +510,30 @@ def collate(pad_id: int) -> Callable[[list[tuple[list[int], int]]], dict[str, to
     return pad
 
 
-def loader(data: Encoded, batch_size: int, pad_id: int, shuffle: bool = False, seed: int = 0):
+def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, group: int = 50) -> list[list[int]]:
+    """Shuffled batches of similar-length items, so per-batch padding stays small.
+
+    Shuffle everything, cut it into chunks of `group` batches, sort each chunk
+    by length, cut it into batches, then shuffle the batches: the order stays
+    random across the data while each batch is tight (the HF Trainer's
+    `group_by_length` does the same).
+    """
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(lengths))
+    batches = []
+    for start in range(0, len(perm), batch_size * group):
+        chunk = perm[start : start + batch_size * group]
+        chunk = chunk[np.argsort(-lengths[chunk], kind="stable")]
+        batches += [chunk[i : i + batch_size].tolist() for i in range(0, len(chunk), batch_size)]
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
+def loader(data: Encoded, batch_size: int, pad_id: int, shuffle: bool = False, seed: int = 0,
+           group_by_length: bool = False):
+    if shuffle and group_by_length:
+        lengths = np.array([len(ids) for ids in data.input_ids])
+        batches = length_grouped_batches(lengths, batch_size, seed)
+        return torch.utils.data.DataLoader(data, batch_sampler=batches, collate_fn=collate(pad_id))
     generator = torch.Generator().manual_seed(seed) if shuffle else None
     return torch.utils.data.DataLoader(
         data, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate(pad_id)

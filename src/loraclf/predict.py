@@ -76,7 +76,4 @@ def write_predictions(path: Path, probs: np.ndarray, label_names: list[str], sub
     fmt = output_format(path, submission)
     if path.is_dir():
         raise UserError(f"output {path}: is a directory, expected a file name")
-    try:
-        write_text(path, render(probs, label_names, fmt, submission))
-    except OSError as exc:
-        raise UserError(f"output {path}: cannot write ({exc.strerror or exc})") from None
+    write_text(path, render(probs, label_names, fmt, submission))

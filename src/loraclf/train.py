@@ -6,7 +6,6 @@ steps with evaluation on validation -> best adapter saved -> test evaluation.
 
 from __future__ import annotations
 
-import math
 import random
 import time
 from pathlib import Path
@@ -94,7 +93,8 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
     train_set = encode(tokenizer, splits.train.texts, splits.train.labels, max_length)
     val_set = encode(tokenizer, splits.val.texts, splits.val.labels, max_length)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    steps_per_epoch = math.ceil(len(train_set) / tc.batch_size)
+    steps_per_epoch = len(loader(train_set, tc.batch_size, pad_id, shuffle=True, seed=tc.seed,
+                                 group_by_length=tc.group_by_length))
     total_steps = steps_per_epoch * tc.epochs
 
     optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr)
@@ -131,7 +131,10 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
     window_loss = torch.zeros((), device=device)  # summed on device: no host sync per step
     train_started = time.perf_counter()
     for epoch in range(tc.epochs):
-        for batch in loader(train_set, tc.batch_size, pad_id, shuffle=True, seed=tc.seed + epoch):
+        # The data order comes from (seed, epoch) alone.
+        batches = loader(train_set, tc.batch_size, pad_id, shuffle=True, seed=tc.seed + epoch,
+                         group_by_length=tc.group_by_length)
+        for batch in batches:
             tokens += int(batch["attention_mask"].sum())
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             loss = model(**batch).loss

@@ -1,0 +1,170 @@
+"""End to end through the command line: train, evaluate, predict, budget, and bad input."""
+
+import csv
+import json
+import os
+import pickle
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from loraclf.cli import main
+
+from conftest import ROBERTA, needs_shared, write_csv
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, stdin=None):
+    """Run the installed console script as a user would; returns (code, stdout, stderr)."""
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run([sys.executable, "-m", "loraclf", *map(str, args)], capture_output=True, text=True,
+                          input=stdin, env=env, cwd=ROOT)
+    return done.returncode, done.stdout, done.stderr
+
+
+def assert_user_error(code, err, *fragments):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("loraclf: error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir, agnews_rows):
+    """One tiny run through `loraclf train`, shared by the tests below."""
+    folder = tmp_path_factory.mktemp("e2e")
+    texts, labels = agnews_rows
+    train_csv = write_csv(folder / "train.csv", texts[:64], labels[:64])
+    test_csv = write_csv(folder / "test.csv", texts[64:88], labels[64:88])
+    config = folder / "tiny.yaml"
+    config.write_text(f"""
+model: {{name_or_path: {tiny_model_dir}, init: random}}
+data: {{dataset: null, train_file: {train_csv}, test_file: {test_csv}, max_length: 64,
+        label_names: [World, Sports, Business, Sci/Tech]}}
+lora: {{r: 4, alpha: 8}}
+train: {{epochs: 1, batch_size: 16, progress: false}}
+""")
+    code, out, err = cli("train", "--config", config, "--output-dir", folder / "run", "--train.lr", "1e-3")
+    assert code == 0, err
+    return {"folder": folder, "run": folder / "run", "config": config, "test": test_csv, "texts": texts[64:88],
+            "output": out}
+
+
+def test_train_reports_and_writes(trained):
+    assert "length filter: kept" in trained["output"] and "test: accuracy" in trained["output"]
+    summary = json.loads((trained["run"] / "metrics.json").read_text())
+    assert summary["test"]["count"] == 24
+    assert (trained["run"] / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_adapter_loads_with_plain_peft(trained):
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification
+
+    base = AutoModelForSequenceClassification.from_pretrained(trained["run"] / "base_model")
+    model = PeftModel.from_pretrained(base, trained["run"] / "adapter")
+    assert any("lora_A" in n for n, _ in model.named_parameters())
+
+
+def test_evaluate(trained, tmp_path):
+    out = tmp_path / "m.json"
+    code, stdout, err = cli("evaluate", trained["run"], "--data", trained["test"], "--output", out)
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert 0 <= result["accuracy"] <= 1 and 0 <= result["macro_f1"] <= 1
+    assert set(result["per_class"]) == {"World", "Sports", "Business", "Sci/Tech"}
+    assert sum(map(sum, result["confusion_matrix"])) == 24
+    assert out.with_suffix(".png").read_bytes()[:4] == b"\x89PNG"
+    saved = json.loads((trained["run"] / "test_metrics.json").read_text())
+    assert result["accuracy"] == pytest.approx(saved["accuracy"])  # the same best model, reloaded
+
+
+def test_predict_csv_jsonl_and_order(trained, tmp_path):
+    code, _, err = cli("predict", trained["run"], "--input", trained["test"], "--output", tmp_path / "p.csv")
+    assert code == 0, err
+    rows = list(csv.DictReader((tmp_path / "p.csv").open()))
+    assert len(rows) == 24
+    assert list(rows[0]) == ["label", "label_name", "p_World", "p_Sports", "p_Business", "p_Sci/Tech"]
+    for row in rows:
+        probs = [float(row[k]) for k in list(row)[2:]]
+        assert sum(probs) == pytest.approx(1, abs=1e-4)
+        assert int(row["label"]) == max(range(4), key=probs.__getitem__)
+    code, _, err = cli("predict", trained["run"], "--input", trained["test"], "--output", tmp_path / "p.jsonl")
+    assert code == 0, err
+    lines = [json.loads(x) for x in (tmp_path / "p.jsonl").read_text().splitlines()]
+    assert [x["label"] for x in lines] == [int(r["label"]) for r in rows]
+    # Texts one at a time, as arguments, give the same labels as the batched, length-sorted file run.
+    code, out, err = cli("predict", trained["run"], trained["texts"][0], trained["texts"][5])
+    assert code == 0, err
+    single = list(csv.DictReader(out.splitlines()))
+    assert [s["label"] for s in single] == [rows[0]["label"], rows[5]["label"]]
+    code, out, err = cli("predict", trained["run"], stdin="first text\nsecond text\n")
+    assert code == 0 and len(out.strip().splitlines()) == 3, err
+
+
+def test_submission_from_pickled_dataset(trained, tmp_path):
+    import datasets
+
+    texts = trained["texts"][:10]
+    path = tmp_path / "test.pkl"
+    path.write_bytes(pickle.dumps(datasets.Dataset.from_dict({"text": texts})))
+    out = tmp_path / "submission.csv"
+    code, _, err = cli("predict", trained["run"], "--input", path, "--output", out, "--submission")
+    assert_user_error(code, err, str(path), "--allow-pickle")
+    assert not out.exists()
+    code, _, err = cli("predict", trained["run"], "--input", path, "--output", out, "--submission",
+                       "--allow-pickle")
+    assert code == 0, err
+    lines = out.read_text().splitlines()
+    assert lines[0] == "ID,Label" and len(lines) == 11
+    assert [int(x.split(",")[0]) for x in lines[1:]] == list(range(10))
+    assert all(x.split(",")[1] in {"0", "1", "2", "3"} for x in lines[1:])
+
+
+def test_bad_inputs_exit_2_with_one_line(trained, tmp_path):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,label\nok,1\nfine,9\n")
+    code, _, err = cli("evaluate", trained["run"], "--data", bad)
+    assert_user_error(code, err, str(bad), "row 2", "'label'", "9")
+    code, _, err = cli("predict", tmp_path / "no-run", "hello")
+    assert_user_error(code, err, "no-run")
+    code, _, err = cli("predict", trained["run"], "hello", "--output", tmp_path / "p.txt")
+    assert_user_error(code, err, "p.txt")
+    code, _, err = cli("train", "--config", trained["config"], "--train.epohcs", "2")
+    assert_user_error(code, err, "train.epohcs", "epochs")
+    code, _, err = cli("budget", "--config", trained["config"], "--budget.max_trainable", "10")
+    assert code == 0 and "OVER budget" in _
+    code, _, err = cli("train", "--config", trained["config"], "--output-dir", trained["run"])
+    assert_user_error(code, err, "--overwrite")
+    code, _, err = cli("frobnicate")
+    assert_user_error(code, err, "frobnicate")
+
+
+def test_existing_output_is_kept_on_failure(trained, tmp_path):
+    out = tmp_path / "submission.csv"
+    out.write_text("ID,Label\n0,1\n")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    code, _, err = cli("predict", trained["run"], "--input", empty, "--output", out, "--submission")
+    assert_user_error(code, err, "empty file")
+    assert out.read_text() == "ID,Label\n0,1\n"
+
+
+@needs_shared
+def test_budget_json_for_the_paper_recipe():
+    code, out, err = cli("budget", "--config", ROOT / "configs" / "paper.yaml", "--model.name_or_path", ROBERTA,
+                         "--json")
+    assert code == 0, err
+    result = json.loads(out)
+    assert (result["trainable"], result["lora"], result["head"], result["max_trainable"]) == (
+        980_740, 387_072, 593_668, 1_000_000)
+
+
+def test_main_returns_2_for_user_errors(capsys):
+    assert main(["budget", "--config", "does-not-exist.yaml"]) == 2
+    assert "does-not-exist.yaml: not found" in capsys.readouterr().err
