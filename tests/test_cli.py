@@ -168,3 +168,12 @@ def test_budget_json_for_the_paper_recipe():
 def test_main_returns_2_for_user_errors(capsys):
     assert main(["budget", "--config", "does-not-exist.yaml"]) == 2
     assert "does-not-exist.yaml: not found" in capsys.readouterr().err
+
+
+@needs_shared
+def test_hub_unreachable_says_how_to_use_local_files(tmp_path):
+    code, _, err = cli("train", "--config", ROOT / "configs" / "paper.yaml", "--model.name_or_path", ROBERTA,
+                       "--output-dir", tmp_path / "run")
+    assert_user_error(code, err, "cannot load dataset 'fancyzhx/ag_news' from the hub", "--data.train_file")
+    code, _, err = cli("budget", "--config", ROOT / "configs" / "paper.yaml")
+    assert_user_error(code, err, "'FacebookAI/roberta-base'", "--model.name_or_path")

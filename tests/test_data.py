@@ -210,3 +210,15 @@ def test_length_grouped_batches_cover_everything_once_and_pad_less():
 
     random_batches = [list(rng.permutation(1000)[i : i + 16]) for i in range(0, 1000, 16)]
     assert padded(batches) < 0.7 * padded(random_batches)
+
+
+@needs_shared
+def test_load_splits_tokenizes_train_and_validation_once(tokenizer, tmp_path, agnews_rows):
+    texts, labels = agnews_rows
+    path = write_csv(tmp_path / "d.csv", texts[:200], labels[:200])
+    cfg = DataConfig(dataset=None, train_file=str(path), max_length=32, length_filter=None)
+    splits = load_splits(cfg, tokenizer, log=lambda _: None)
+    for part in (splits.train, splits.val):
+        assert part.input_ids == tokenizer(part.texts, truncation=True, max_length=32)["input_ids"]
+    assert max(map(len, splits.train.input_ids)) == 32
+    assert splits.filter_report is None and len(splits.train) + len(splits.val) == 200

@@ -57,9 +57,12 @@ class Table:
 class Labelled:
     texts: list[str]
     labels: np.ndarray
+    # Token ids, once tokenized; subsets carry them along.
+    input_ids: list[list[int]] | None = None
 
     def subset(self, index: np.ndarray) -> "Labelled":
-        return Labelled([self.texts[i] for i in index], self.labels[index])
+        ids = None if self.input_ids is None else [self.input_ids[i] for i in index]
+        return Labelled([self.texts[i] for i in index], self.labels[index], ids)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -440,7 +443,7 @@ def length_filter(data: Labelled, lengths: np.ndarray, percentiles: list[float])
 
 
 def load_splits(cfg: DataConfig, tokenizer, log: Callable[[str], None] = print) -> Splits:
-    """Train / validation / optional test, with labels encoded and the length filter applied."""
+    """Train / validation (tokenized) / optional test (text), labels encoded, length filter applied."""
     if cfg.test_size and cfg.test_file:
         raise UserError("config: data.test_size and data.test_file are both set; choose one test set")
     test_table = None
@@ -466,9 +469,10 @@ def load_splits(cfg: DataConfig, tokenizer, log: Callable[[str], None] = print) 
         test = Labelled(test_table.texts, encode_labels(test_table, label_names, cfg.label_column))
         sources["test"] = test_table.source
 
+    train.input_ids = tokenize(tokenizer, train.texts, cfg.max_length)
     report = None
     if cfg.length_filter is not None:
-        lengths = np.array([len(ids) for ids in tokenize(tokenizer, train.texts, cfg.max_length)])
+        lengths = np.array([len(ids) for ids in train.input_ids])
         train, report = length_filter(train, lengths, cfg.length_filter)
         log(report.describe())
     train, val = split(train, cfg.val_fraction, cfg.split_seed, f"validation part of {train_table.source}")

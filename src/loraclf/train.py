@@ -18,7 +18,7 @@ from transformers import get_scheduler
 
 from loraclf import budget, run
 from loraclf.config import Config, save_config
-from loraclf.data import encode, load_splits, loader
+from loraclf.data import Encoded, encode, load_splits, loader
 from loraclf.errors import UserError
 from loraclf.evaluate import metrics, plot_confusion
 from loraclf.model import build_base, load_tokenizer, wrap_with_lora
@@ -89,9 +89,8 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
     assert actual == planned, f"meta-device count {planned} differs from the built model {actual}"
     run.write_json(out / run.BUDGET, actual.to_dict())
 
-    max_length = config.data.max_length
-    train_set = encode(tokenizer, splits.train.texts, splits.train.labels, max_length)
-    val_set = encode(tokenizer, splits.val.texts, splits.val.labels, max_length)
+    train_set = Encoded(splits.train.input_ids, splits.train.labels)
+    val_set = Encoded(splits.val.input_ids, splits.val.labels)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     steps_per_epoch = len(loader(train_set, tc.batch_size, pad_id, shuffle=True, seed=tc.seed,
                                  group_by_length=tc.group_by_length))
@@ -182,7 +181,7 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
                 if name in best_state:
                     param.copy_(best_state[name])
         model.eval()
-        test_set = encode(tokenizer, splits.test.texts, None, max_length)
+        test_set = encode(tokenizer, splits.test.texts, None, config.data.max_length)
         t0 = time.perf_counter()
         logits = predict_logits(model, test_set, tc.eval_batch_size, pad_id, device)
         test_seconds = time.perf_counter() - t0
