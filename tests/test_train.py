@@ -118,3 +118,14 @@ def test_no_weight_decay_on_bias_and_layernorm(tiny_model_dir):
     assert any(names[id(p)].endswith("bias") for p in plain["params"])
     assert plain["weight_decay"] == 0.0 and decay["weight_decay"] == 0.1
     assert len(decay["params"]) + len(plain["params"]) == sum(1 for p in model.parameters() if p.requires_grad)
+
+
+def test_overwrite_replaces_the_earlier_run(tmp_path, tiny_model_dir, small_csv):
+    out = tmp_path / "run"
+    train(tiny_config(tiny_model_dir, small_csv, epochs=1), out, log=lambda _: None)
+    (out / "notes.txt").write_text("mine")
+    config = tiny_config(tiny_model_dir, small_csv, epochs=1)
+    config.data.test_size = 0
+    train(config, out, overwrite=True, log=lambda _: None)
+    assert not (out / "test_metrics.json").exists(), "a stale result of the earlier run survived"
+    assert (out / "notes.txt").read_text() == "mine"

@@ -133,6 +133,8 @@ def cmd_predict(args, overrides) -> None:
     if args.input:
         table = read_file(args.input, column, config.data.label_column, args.allow_pickle)
     else:
+        if not args.texts and sys.stdin.isatty():
+            raise UserError("predict: give texts as arguments, --input FILE, or texts on stdin, one per line")
         texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
         table = Table("arguments" if args.texts else "stdin", texts, None)
         check_texts(table)

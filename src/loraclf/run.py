@@ -52,6 +52,23 @@ def prepare(output_dir: str | Path, overwrite: bool) -> Path:
     return path
 
 
+RUN_FILES = (CONFIG, LABELS, BUDGET, ADAPTER, TOKENIZER, BASE_MODEL, METRICS_LOG, SUMMARY,
+             "test_metrics.json", "test_confusion_matrix.png")
+
+
+def clear(path: Path) -> None:
+    """Remove an earlier run's files (only ours) before an overwriting run writes its own.
+
+    A stale base_model/ would otherwise be loaded in place of a pretrained base.
+    """
+    for name in RUN_FILES:
+        target = path / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        elif target.exists():
+            target.unlink()
+
+
 def write_text(path: Path, text: str) -> None:
     """Write through a temporary file and rename, so a reader never sees half a file."""
     try:

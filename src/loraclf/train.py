@@ -78,6 +78,7 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
     log(planned.describe())
 
     base = build_base(config.model, label_names)
+    run.clear(out)
     save_config(config, out / run.CONFIG)
     run.write_json(out / run.LABELS, {"label_names": label_names})
     run.replace_folder(out / run.TOKENIZER, tokenizer.save_pretrained)
