@@ -87,3 +87,29 @@ def test_pretrained_weights_load_from_a_folder(tiny_dir, tmp_path):
     key = "roberta.encoder.layer.0.attention.self.query.weight"
     torch.testing.assert_close(again.state_dict()[key], base.state_dict()[key])
     assert isinstance(again, type(AutoModelForSequenceClassification.from_config(base.config)))
+
+
+def test_bert_pooler_is_part_of_the_head(tmp_path):
+    from transformers import BertConfig
+
+    from loraclf import budget
+    from loraclf.config import Config
+
+    BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+               intermediate_size=64).save_pretrained(tmp_path)
+    base = build_base(ModelConfig(name_or_path=str(tmp_path), init="random"), LABELS)
+    assert head_module_names(base) == ["classifier", "bert.pooler"]
+    model = wrap_with_lora(base, LoraSettings(r=2, target_modules=["query", "value"]))
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
+    assert sorted(trainable) == sorted([
+        "base_model.model.bert.pooler.modules_to_save.default.dense.weight",
+        "base_model.model.bert.pooler.modules_to_save.default.dense.bias",
+        "base_model.model.classifier.modules_to_save.default.weight",
+        "base_model.model.classifier.modules_to_save.default.bias",
+    ])
+    config = Config()
+    config.model.name_or_path = str(tmp_path)
+    config.lora.r, config.lora.target_modules = 2, ["query", "value"]
+    b = budget.estimate(config, LABELS)
+    assert b.head == 32 * 32 + 32 + 32 * 4 + 4  # the same shape as RoBERTa's head
+    assert b.lora == 2 * 2 * 2 * (32 + 32)

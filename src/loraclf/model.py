@@ -71,17 +71,24 @@ def load_base_config(model_cfg: ModelConfig, label_names: list[str]) -> Pretrain
 
 
 def head_module_names(model: PreTrainedModel) -> list[str]:
-    """Top-level modules with parameters outside the encoder: the classification head.
+    """The classification head, which trains in full.
 
-    RoBERTa: `classifier` (dense + out_proj); BERT: `classifier`; DistilBERT:
-    `pre_classifier` and `classifier`. These train in full.
+    Every top-level module with parameters outside the encoder (RoBERTa:
+    `classifier` = dense + out_proj; DistilBERT: `pre_classifier` and
+    `classifier`), plus the encoder's pooler where one exists: BERT's pooler
+    (dense + tanh on the first token) feeds only the classifier and is the
+    counterpart of RoBERTa's head dense layer.
     """
-    encoder = model.base_model_prefix
-    return [
+    prefix = model.base_model_prefix
+    names = [
         name
         for name, module in model.named_children()
-        if name != encoder and any(True for _ in module.parameters())
+        if name != prefix and any(True for _ in module.parameters())
     ]
+    pooler = getattr(getattr(model, prefix, None), "pooler", None)
+    if isinstance(pooler, torch.nn.Module) and any(True for _ in pooler.parameters()):
+        names.append(f"{prefix}.pooler")
+    return names
 
 
 def peft_config(lora: LoraSettings, head_modules: list[str]) -> LoraConfig:
