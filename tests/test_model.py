@@ -113,3 +113,14 @@ def test_bert_pooler_is_part_of_the_head(tmp_path):
     b = budget.estimate(config, LABELS)
     assert b.head == 32 * 32 + 32 + 32 * 4 + 4  # the same shape as RoBERTa's head
     assert b.lora == 2 * 2 * 2 * (32 + 32)
+
+
+def test_dotted_targets_match_name_suffixes(tiny_dir):
+    base = build_base(ModelConfig(name_or_path=str(tiny_dir), init="random"), LABELS)
+    model = wrap_with_lora(base, LoraSettings(r=2, target_modules=["query", "intermediate.dense"]))
+    wrapped = {n.rsplit(".lora_A", 1)[0] for n, _ in model.named_parameters() if ".lora_A." in n}
+    assert any(n.endswith("layer.0.intermediate.dense") for n in wrapped)
+    assert not any("output.dense" in n for n in wrapped)
+    base = build_base(ModelConfig(name_or_path=str(tiny_dir), init="random"), LABELS)
+    with pytest.raises(UserError, match=r"\['nope.dense'\] not found"):
+        wrap_with_lora(base, LoraSettings(target_modules=["nope.dense"]))

@@ -104,8 +104,9 @@ def peft_config(lora: LoraSettings, head_modules: list[str]) -> LoraConfig:
 
 
 def _check_targets(model: PreTrainedModel, lora: LoraSettings) -> None:
-    leaf_names = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    missing = [t for t in lora.target_modules if t not in leaf_names]
+    # PEFT matches a target against the end of a module's dotted name.
+    names = [name for name, _ in model.named_modules()]
+    missing = [t for t in lora.target_modules if not any(n == t or n.endswith(f".{t}") for n in names)]
     if missing:
         linear = sorted(
             {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
