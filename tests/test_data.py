@@ -222,3 +222,31 @@ def test_load_splits_tokenizes_train_and_validation_once(tokenizer, tmp_path, ag
         assert part.input_ids == tokenizer(part.texts, truncation=True, max_length=32)["input_ids"]
     assert max(map(len, splits.train.input_ids)) == 32
     assert splits.filter_report is None and len(splits.train) + len(splits.val) == 200
+
+
+@needs_shared
+def test_dataset_path_goes_through_datasets_with_classlabel_names(tmp_path, tokenizer, agnews_rows):
+    """`data.dataset` is what `datasets.load_dataset` takes: a hub id, or (here, offline) a folder."""
+    import datasets
+
+    texts, labels = agnews_rows
+    features = datasets.Features({"text": datasets.Value("string"),
+                                  "label": datasets.ClassLabel(names=AG_NEWS_LABELS)})
+    folder = tmp_path / "ag_news_local"
+    folder.mkdir()
+    datasets.Dataset.from_dict({"text": texts[:120], "label": labels[:120]}, features=features).to_parquet(
+        folder / "train.parquet")
+    datasets.Dataset.from_dict({"text": texts[120:150], "label": labels[120:150]}, features=features).to_parquet(
+        folder / "test.parquet")
+    cfg = DataConfig(dataset=str(folder), max_length=64, length_filter=None)
+    splits = load_splits(cfg, tokenizer, log=lambda _: None)
+    assert splits.label_names == AG_NEWS_LABELS
+    assert len(splits.train) + len(splits.val) == 120 and len(splits.test) == 30
+    assert splits.test.labels.tolist() == labels[120:150]
+
+
+def test_unreachable_dataset_is_one_clear_error(tmp_path):
+    from loraclf.data import load_hub
+
+    with pytest.raises(UserError, match=r"cannot load dataset .*offline, use local files: --data.train_file"):
+        load_hub(str(tmp_path / "no-such-dataset"), "text", "label")

@@ -19,7 +19,10 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _parser() -> argparse.ArgumentParser:
+    from loraclf import __version__
+
     parser = _Parser(prog="loraclf", description="LoRA text classification under a parameter budget.")
+    parser.add_argument("--version", action="version", version=f"loraclf {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="fine-tune with LoRA; writes a run folder")
