@@ -250,3 +250,24 @@ def test_unreachable_dataset_is_one_clear_error(tmp_path):
 
     with pytest.raises(UserError, match=r"cannot load dataset .*offline, use local files: --data.train_file"):
         load_hub(str(tmp_path / "no-such-dataset"), "text", "label")
+
+
+def test_collate_rounds_width_up_to_a_multiple():
+    data = Encoded([[0, 5, 2], [0, 5, 6, 7, 2]], np.array([1, 3]))
+    batch = collate(pad_id=1, multiple=8)([data[0], data[1]])
+    assert batch["input_ids"].shape == (2, 8)
+    assert batch["attention_mask"].sum(1).tolist() == [3, 5]
+    assert batch["input_ids"][0].tolist() == [0, 5, 2, 1, 1, 1, 1, 1]
+
+
+def test_every_item_exactly_once_per_epoch_in_seeded_order(tokenizer):
+    from loraclf.data import loader
+
+    rng = np.random.default_rng(1)
+    ids = [list(range(2, 2 + int(n))) for n in rng.integers(3, 60, size=203)]
+    data = Encoded(ids, np.arange(203))
+    for grouped in (False, True):
+        epochs = [[int(x) for b in loader(data, 16, 1, shuffle=True, seed=s, group_by_length=grouped)
+                   for x in b["labels"]] for s in (0, 0, 1)]
+        assert sorted(epochs[0]) == list(range(203))
+        assert epochs[0] == epochs[1] and epochs[0] != epochs[2]

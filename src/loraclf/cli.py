@@ -112,7 +112,8 @@ def cmd_evaluate(args, overrides) -> None:
     labels = encode_labels(table, label_names, data.label_column)
     trained = run.load(args.run_dir, _device())
     encoded = encode(trained.tokenizer, table.texts, None, data.max_length)
-    logits = predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, _device())
+    logits = predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, _device(),
+                            _dtype(trained.config))
     result = metrics(labels, logits, trained.label_names) | {"data": str(args.data), "run": str(trained.path)}
     output = Path(args.output) if args.output else trained.path / f"eval_{Path(args.data).stem}.json"
     run.write_json(output, result)
@@ -143,7 +144,9 @@ def cmd_predict(args, overrides) -> None:
         check_texts(table)
     trained = run.load(args.run_dir, _device())
     encoded = encode(trained.tokenizer, table.texts, None, trained.config.data.max_length)
-    probs = softmax(predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, _device()))
+    logits = predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, _device(),
+                            _dtype(trained.config))
+    probs = softmax(logits)
     if args.output:
         write_predictions(Path(args.output), probs, trained.label_names, args.submission)
         print(f"wrote {len(table.texts):,} predictions to {args.output}", file=sys.stderr)
@@ -155,6 +158,15 @@ def _device() -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def _dtype(config):
+    """Inference runs in the precision the run trained in (bf16 autocast where it did)."""
+    import torch
+
+    from loraclf.runtime import autocast_dtype
+
+    return autocast_dtype(config.train.precision, torch.device(_device()))
 
 
 def _no_overrides(overrides: list[str]) -> None:

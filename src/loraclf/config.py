@@ -32,9 +32,12 @@ class ModelConfig:
     init: str = "pretrained"
     # Off unless asked for: remote code runs arbitrary Python from the hub.
     trust_remote_code: bool = False
+    # Attention kernel: sdpa (PyTorch's fused scaled-dot-product attention) or eager.
+    attn_implementation: str = "sdpa"
 
     def validate(self) -> None:
         _choice("model.init", self.init, ("pretrained", "random"))
+        _choice("model.attn_implementation", self.attn_implementation, ("sdpa", "eager"))
 
 
 @dataclass
@@ -48,6 +51,9 @@ class DataConfig:
     # data (hub ClassLabel names, the AG News CSV layout, or sorted strings).
     label_names: list[str] | None = None
     max_length: int = 256
+    # Pad each batch to a multiple of this (1 = to the longest item). 8 or 16 keep
+    # torch.compile from recompiling for every length; 0 = 16 with compile, else 1.
+    pad_to_multiple_of: int = 0
     # Drop training items whose token length lies outside these percentiles
     # of the training data; null/off disables the filter.
     length_filter: list[float] | None = field(default_factory=lambda: [1.0, 99.0])
@@ -59,6 +65,8 @@ class DataConfig:
     allow_pickle: bool = False
 
     def validate(self) -> None:
+        if self.pad_to_multiple_of < 0:
+            raise UserError(f"config data.pad_to_multiple_of: must be 0 or positive, got {self.pad_to_multiple_of}")
         if self.max_length < 8:
             raise UserError(f"config data.max_length: must be at least 8, got {self.max_length}")
         if self.length_filter is not None:
@@ -118,6 +126,10 @@ class TrainConfig:
     eval_every: int = 0
     metric_for_best: str = "accuracy"
     device: str = "auto"
+    # auto: bf16 autocast on CUDA (fp16 + loss scaling without bf16) and on CPUs
+    # with native bf16; fp32 elsewhere. Or bf16, fp16, fp32.
+    precision: str = "auto"
+    compile: bool = False
     log_every: int = 10
     progress: bool = True
 
@@ -137,6 +149,7 @@ class TrainConfig:
             ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"),
         )
         _choice("train.metric_for_best", self.metric_for_best, ("accuracy", "macro_f1", "loss"))
+        _choice("train.precision", self.precision, ("auto", "bf16", "fp16", "fp32"))
         if self.device != "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
             raise UserError(f"config train.device: expected auto, cpu, cuda[:N] or mps, got {self.device!r}")
 

@@ -500,13 +500,16 @@ def encode(tokenizer, texts: list[str], labels: np.ndarray | None, max_length: i
     return Encoded(tokenize(tokenizer, texts, max_length), labels)
 
 
-def collate(pad_id: int) -> Callable[[list[tuple[list[int], int]]], dict[str, torch.Tensor]]:
-    """Pad each batch to its own longest item."""
+def collate(pad_id: int, multiple: int = 1) -> Callable[[list[tuple[list[int], int]]], dict[str, torch.Tensor]]:
+    """Pad each batch to its own longest item, rounded up to a multiple of `multiple`."""
 
     def pad(batch):
         ids = [torch.tensor(item[0], dtype=torch.long) for item in batch]
-        input_ids = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=pad_id)
         lengths = torch.tensor([len(x) for x in ids])
+        input_ids = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=pad_id)
+        extra = -input_ids.shape[1] % multiple
+        if extra:
+            input_ids = torch.nn.functional.pad(input_ids, (0, extra), value=pad_id)
         attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
         labels = torch.tensor([item[1] for item in batch], dtype=torch.long)
         return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
@@ -533,12 +536,12 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, grou
 
 
 def loader(data: Encoded, batch_size: int, pad_id: int, shuffle: bool = False, seed: int = 0,
-           group_by_length: bool = False):
+           group_by_length: bool = False, pad_to_multiple_of: int = 1):
+    pad = collate(pad_id, max(1, pad_to_multiple_of))
     if shuffle and group_by_length:
         lengths = np.array([len(ids) for ids in data.input_ids])
         batches = length_grouped_batches(lengths, batch_size, seed)
-        return torch.utils.data.DataLoader(data, batch_sampler=batches, collate_fn=collate(pad_id))
+        return torch.utils.data.DataLoader(data, batch_sampler=batches, collate_fn=pad)
     generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return torch.utils.data.DataLoader(
-        data, batch_size=batch_size, shuffle=shuffle, generator=generator, collate_fn=collate(pad_id)
-    )
+    return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator,
+                                       collate_fn=pad)

@@ -129,16 +129,19 @@ def build_base(model_cfg: ModelConfig, label_names: list[str], base_folder: Path
     so a run trained on random weights is evaluated on the same weights.
     """
     config = load_base_config(model_cfg, label_names)
+    attention = model_cfg.attn_implementation
     if base_folder is not None:
-        return AutoModelForSequenceClassification.from_pretrained(base_folder, config=config)
+        return AutoModelForSequenceClassification.from_pretrained(
+            base_folder, config=config, attn_implementation=attention
+        )
     if model_cfg.init == "random":
         return AutoModelForSequenceClassification.from_config(
-            config, trust_remote_code=model_cfg.trust_remote_code
+            config, trust_remote_code=model_cfg.trust_remote_code, attn_implementation=attention
         )
     name = resolve_model_path(model_cfg.name_or_path)
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            name, config=config, trust_remote_code=model_cfg.trust_remote_code, use_safetensors=None
+            name, config=config, trust_remote_code=model_cfg.trust_remote_code, attn_implementation=attention
         )
     except (OSError, ValueError) as exc:
         raise _hub_error("model", name, exc) from None

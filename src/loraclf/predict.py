@@ -13,18 +13,26 @@ import torch
 from loraclf.data import Encoded, loader
 from loraclf.errors import UserError
 from loraclf.run import write_text
+from loraclf.runtime import autocast
 
 
 @torch.inference_mode()
-def predict_logits(model, data: Encoded, batch_size: int, pad_id: int, device: str | torch.device) -> np.ndarray:
-    """Logits for every item, in input order; items are batched by length so padding stays small."""
+def predict_logits(model, data: Encoded, batch_size: int, pad_id: int, device: str | torch.device,
+                   dtype: torch.dtype | None = None) -> np.ndarray:
+    """Logits for every item, in input order.
+
+    Items are batched by length so padding stays small; `dtype` (e.g. bf16)
+    runs the forward pass under autocast.
+    """
+    device = torch.device(device)
     order = np.argsort([len(ids) for ids in data.input_ids], kind="stable")
     by_length = Encoded([data.input_ids[i] for i in order])
     chunks = []
     for batch in loader(by_length, batch_size, pad_id):
         batch.pop("labels")
         batch = {k: v.to(device) for k, v in batch.items()}
-        chunks.append(model(**batch).logits.float().cpu())
+        with autocast(device, dtype):
+            chunks.append(model(**batch).logits.float().cpu())
     logits = torch.cat(chunks).numpy()
     out = np.empty_like(logits)
     out[order] = logits

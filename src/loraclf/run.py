@@ -138,8 +138,12 @@ def read_run_config(run_dir: str | Path) -> tuple[Path, Config, list[str]]:
     return path, load_config(tree=tree), label_names
 
 
-def load(run_dir: str | Path, device: str = "cpu") -> TrainedRun:
-    """The trained classifier of a run folder: base weights + adapter and head, ready for inference."""
+def load(run_dir: str | Path, device: str = "cpu", merge: bool = True) -> TrainedRun:
+    """The trained classifier of a run folder, ready for inference.
+
+    With `merge`, the adapter is folded into the base weights (W + (alpha/r)BA):
+    the same predictions as the unmerged model without the extra LoRA matmuls.
+    """
     from transformers import AutoTokenizer
 
     from loraclf.model import build_base, load_adapter
@@ -148,5 +152,8 @@ def load(run_dir: str | Path, device: str = "cpu") -> TrainedRun:
     tokenizer = AutoTokenizer.from_pretrained(path / TOKENIZER)
     base_folder = path / BASE_MODEL if (path / BASE_MODEL).is_dir() else None
     base = build_base(config.model, label_names, base_folder=base_folder)
-    model = load_adapter(base, path / ADAPTER).to(device).eval()
+    model = load_adapter(base, path / ADAPTER)
+    if merge:
+        model = model.merge_and_unload()
+    model = model.to(device).eval()
     return TrainedRun(path, config, label_names, tokenizer, model)

@@ -23,6 +23,7 @@ from loraclf.errors import UserError
 from loraclf.evaluate import metrics, plot_confusion
 from loraclf.model import build_base, load_tokenizer, wrap_with_lora
 from loraclf.predict import predict_logits
+from loraclf.runtime import autocast, autocast_dtype, grad_scaler, pick_device
 
 
 def seed_everything(seed: int) -> None:
@@ -30,14 +31,6 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed)
     torch.manual_seed(seed)
     torch.cuda.manual_seed_all(seed)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"config train.device: {name} asked for, but no CUDA device is available")
-    return torch.device(name)
 
 
 def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
@@ -65,6 +58,7 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
     tc = config.train
     seed_everything(tc.seed)
     device = pick_device(tc.device)
+    dtype = autocast_dtype(tc.precision, device)
     out = run.prepare(output_dir, overwrite)
 
     # Data, then the exact budget check on the meta device before any weights load.
@@ -93,11 +87,20 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
     train_set = Encoded(splits.train.input_ids, splits.train.labels)
     val_set = Encoded(splits.val.input_ids, splits.val.labels)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    steps_per_epoch = len(loader(train_set, tc.batch_size, pad_id, shuffle=True, seed=tc.seed,
-                                 group_by_length=tc.group_by_length))
+    # Bucketed widths keep torch.compile from recompiling for every batch length.
+    multiple = config.data.pad_to_multiple_of or (16 if tc.compile else 1)
+
+    def epoch_batches(epoch: int):
+        # The data order comes from (seed, epoch) alone.
+        return loader(train_set, tc.batch_size, pad_id, shuffle=True, seed=tc.seed + epoch,
+                      group_by_length=tc.group_by_length, pad_to_multiple_of=multiple)
+
+    steps_per_epoch = len(epoch_batches(0))
     total_steps = steps_per_epoch * tc.epochs
 
-    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr)
+    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, fused=device.type == "cuda")
+    scaler = grad_scaler(device, dtype)
+    forward = torch.compile(model) if tc.compile else model
     scheduler = get_scheduler(tc.scheduler, optimizer, num_warmup_steps=int(tc.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     log_path = out / run.METRICS_LOG
@@ -109,8 +112,8 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
     def validate(step: int, epoch: float) -> None:
         nonlocal best_value, best_state, best_record
         model.eval()
-        result = metrics(splits.val.labels, predict_logits(model, val_set, tc.eval_batch_size, pad_id, device),
-                         label_names)
+        logits = predict_logits(model, val_set, tc.eval_batch_size, pad_id, device, dtype)
+        result = metrics(splits.val.labels, logits, label_names)
         model.train()
         record = {"event": "eval", "step": step, "epoch": round(epoch, 3), "val_loss": result["loss"],
                   "val_accuracy": result["accuracy"], "val_macro_f1": result["macro_f1"]}
@@ -131,17 +134,23 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
     window_loss = torch.zeros((), device=device)  # summed on device: no host sync per step
     train_started = time.perf_counter()
     for epoch in range(tc.epochs):
-        # The data order comes from (seed, epoch) alone.
-        batches = loader(train_set, tc.batch_size, pad_id, shuffle=True, seed=tc.seed + epoch,
-                         group_by_length=tc.group_by_length)
-        for batch in batches:
+        for batch in epoch_batches(epoch):
             tokens += int(batch["attention_mask"].sum())
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            loss = model(**batch).loss
-            loss.backward()
+            with autocast(device, dtype):
+                loss = forward(**batch).loss
+            if scaler is not None:
+                scaler.scale(loss).backward()
+                scaler.unscale_(optimizer)
+            else:
+                loss.backward()
             if tc.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-            optimizer.step()
+            if scaler is not None:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
@@ -174,6 +183,7 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
         "filter": vars(splits.filter_report) if splits.filter_report else None,
         "sources": splits.sources,
         "device": str(device),
+        "precision": str(dtype).removeprefix("torch.") if dtype else "float32",
     }
     if splits.test is not None:
         # Evaluate the best model, not the last one.
@@ -184,7 +194,7 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
         model.eval()
         test_set = encode(tokenizer, splits.test.texts, None, config.data.max_length)
         t0 = time.perf_counter()
-        logits = predict_logits(model, test_set, tc.eval_batch_size, pad_id, device)
+        logits = predict_logits(model, test_set, tc.eval_batch_size, pad_id, device, dtype)
         test_seconds = time.perf_counter() - t0
         result = metrics(splits.test.labels, logits, label_names)
         result["texts_per_s"] = round(len(test_set) / test_seconds, 2)
