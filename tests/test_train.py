@@ -152,3 +152,12 @@ def test_bf16_autocast_stays_close_to_fp32(tmp_path, tiny_model_dir, small_csv, 
     fp32 = predict_logits(trained.model, data, 16, 1, "cpu")
     bf16 = predict_logits(trained.model, data, 16, 1, "cpu", torch.bfloat16)
     assert np.abs(fp32 - bf16).max() < 0.05
+
+
+def test_max_steps_stops_early_and_validates_once_at_the_end(tmp_path, tiny_model_dir, small_csv):
+    out = tmp_path / "run"
+    summary = train(tiny_config(tiny_model_dir, small_csv, epochs=3, max_steps=4), out, log=lambda _: None)
+    events = [json.loads(line) for line in (out / run.METRICS_LOG).read_text().splitlines()]
+    assert summary["steps"] == 4
+    assert [e["step"] for e in events if e["event"] == "eval"] == [4]
+    assert summary["train_seconds"] > 0 and summary["eval_seconds"] > 0

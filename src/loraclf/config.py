@@ -112,6 +112,8 @@ class LoraSettings:
 @dataclass
 class TrainConfig:
     epochs: int = 3
+    # Stop after this many optimizer steps (0 = no limit); the schedule spans them.
+    max_steps: int = 0
     lr: float = 5e-4
     batch_size: int = 32
     eval_batch_size: int = 128
@@ -141,6 +143,8 @@ class TrainConfig:
             raise UserError(f"config train.lr: must be positive, got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"config train.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
+        if self.max_steps < 0:
+            raise UserError(f"config train.max_steps: must be 0 or positive, got {self.max_steps}")
         if self.eval_every < 0:
             raise UserError(f"config train.eval_every: must be 0 or positive, got {self.eval_every}")
         _choice(

@@ -97,6 +97,8 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
 
     steps_per_epoch = len(epoch_batches(0))
     total_steps = steps_per_epoch * tc.epochs
+    if tc.max_steps:
+        total_steps = min(total_steps, tc.max_steps)
 
     optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, fused=device.type == "cuda")
     scaler = grad_scaler(device, dtype)
@@ -109,8 +111,11 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
     best_state: dict[str, torch.Tensor] = {}
     best_record: dict[str, Any] = {}
 
+    eval_seconds = 0.0
+
     def validate(step: int, epoch: float) -> None:
-        nonlocal best_value, best_state, best_record
+        nonlocal best_value, best_state, best_record, eval_seconds
+        eval_started = time.perf_counter()
         model.eval()
         logits = predict_logits(model, val_set, tc.eval_batch_size, pad_id, device, dtype)
         result = metrics(splits.val.labels, logits, label_names)
@@ -126,6 +131,7 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
             run.replace_folder(out / run.ADAPTER, model.save_pretrained)
         say(f"step {step} epoch {epoch:.2f}: val loss {result['loss']:.4f} acc {result['accuracy']:.4f} "
             f"macro-F1 {result['macro_f1']:.4f}" + (" (best)" if improved else ""))
+        eval_seconds += time.perf_counter() - eval_started
 
     bar = tqdm(total=total_steps, disable=not tc.progress, unit="step", dynamic_ncols=True)
     say = bar.write if tc.progress else log
@@ -134,6 +140,8 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
     window_loss = torch.zeros((), device=device)  # summed on device: no host sync per step
     train_started = time.perf_counter()
     for epoch in range(tc.epochs):
+        if step >= total_steps:
+            break
         for batch in epoch_batches(epoch):
             tokens += int(batch["attention_mask"].sum())
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
@@ -158,18 +166,21 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
             window_loss += loss.detach()
             bar.update(1)
             if step % tc.log_every == 0:
-                elapsed = time.perf_counter() - train_started
+                elapsed = time.perf_counter() - train_started - eval_seconds
                 record = {"event": "train", "step": step, "epoch": round(step / steps_per_epoch, 3),
                           "loss": window_loss.item() / tc.log_every, "lr": scheduler.get_last_lr()[0],
                           "samples_per_s": seen / elapsed, "tokens_per_s": tokens / elapsed}
                 run.append_jsonl(log_path, record)
                 window_loss.zero_()
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.1f}")
+            if step == total_steps:
+                break
             if tc.eval_every and step % tc.eval_every == 0 and step % steps_per_epoch != 0:
                 validate(step, step / steps_per_epoch)
-        validate(step, epoch + 1.0)
+        validate(step, step / steps_per_epoch)
     bar.close()
-    train_seconds = time.perf_counter() - train_started
+    # Throughput counts training steps only, not the validation passes between them.
+    train_seconds = time.perf_counter() - train_started - eval_seconds
 
     summary: dict[str, Any] = {
         "best": best_record,
@@ -177,7 +188,9 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
         "parameters": actual.to_dict(),
         "train_items": len(splits.train),
         "val_items": len(splits.val),
+        "steps": step,
         "train_seconds": round(train_seconds, 2),
+        "eval_seconds": round(eval_seconds, 2),
         "train_samples_per_s": round(seen / train_seconds, 2),
         "train_tokens_per_s": round(tokens / train_seconds, 2),
         "filter": vars(splits.filter_report) if splits.filter_report else None,
