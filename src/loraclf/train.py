@@ -169,7 +169,8 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
                 elapsed = time.perf_counter() - train_started - eval_seconds
                 record = {"event": "train", "step": step, "epoch": round(step / steps_per_epoch, 3),
                           "loss": window_loss.item() / tc.log_every, "lr": scheduler.get_last_lr()[0],
-                          "samples_per_s": seen / elapsed, "tokens_per_s": tokens / elapsed}
+                          "samples_per_s": seen / elapsed, "tokens_per_s": tokens / elapsed,
+                          "seen": seen, "tokens": tokens, "elapsed_s": round(elapsed, 4)}
                 run.append_jsonl(log_path, record)
                 window_loss.zero_()
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.1f}")

