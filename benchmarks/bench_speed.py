@@ -131,13 +131,14 @@ def arm_study(model_name: str, steps: int, predict_n: int, device: str) -> dict:
         trainer = Trainer(model=model, args=args, train_dataset=train_ds,
                           data_collator=CountingCollator(tokenizer), callbacks=[Clock()])
         trainer.train()
-        # The batch is collated before the step that consumes it: tokens counted at mark k include batch k+1.
+        train_tokens = CountingCollator.tokens
         start = time.perf_counter()
         trainer.predict(pred_ds)
         predict_seconds = time.perf_counter() - start
     (t1, _), (tn, _) = marks[0], marks[-1]
     seconds = tn - t1
-    tokens_per_item = CountingCollator.tokens / ((len(marks) + 1) * BATCH)
+    # Real tokens per item, over all the batches training collated (a few more than it timed).
+    tokens_per_item = train_tokens / (len(marks) * BATCH)
     samples = (len(marks) - 1) * BATCH
     return {
         "samples_per_s": samples / seconds,
@@ -173,10 +174,10 @@ def arm_loraclf(model_name: str, steps: int, predict_n: int, device: str) -> dic
         steps_log = [e for e in events if e["event"] == "train"]
         first, last = steps_log[0], steps_log[-1]
         seconds = last["elapsed_s"] - first["elapsed_s"]
-        trained = run.load(Path(tmp) / "run", device=device, merge=True)
+        dtype = autocast_dtype(config.train.precision, torch.device(device))
+        trained = run.load(Path(tmp) / "run", device=device, merge=True, dtype=dtype)
         texts, _ = texts_and_labels(predict_n)
         data = encode(trained.tokenizer, texts, None, config.data.max_length)
-        dtype = autocast_dtype(config.train.precision, torch.device(device))
         predict_logits(trained.model, warm_up_items(data), 64, trained.tokenizer.pad_token_id, device, dtype)
         start = time.perf_counter()
         predict_logits(trained.model, data, config.train.eval_batch_size, trained.tokenizer.pad_token_id, device,

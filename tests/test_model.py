@@ -124,3 +124,14 @@ def test_dotted_targets_match_name_suffixes(tiny_dir):
     base = build_base(ModelConfig(name_or_path=str(tiny_dir), init="random"), LABELS)
     with pytest.raises(UserError, match=r"\['nope.dense'\] not found"):
         wrap_with_lora(base, LoraSettings(target_modules=["nope.dense"]))
+
+
+def test_dropout_override_reaches_the_encoder(tiny_dir):
+    base = build_base(ModelConfig(name_or_path=str(tiny_dir), init="random", dropout=0.0), LABELS)
+    assert base.config.hidden_dropout_prob == 0.0 and base.config.attention_probs_dropout_prob == 0.0
+    kept = build_base(ModelConfig(name_or_path=str(tiny_dir), init="random"), LABELS)
+    assert kept.config.hidden_dropout_prob == 0.1
+    # With every dropout off, train mode is deterministic.
+    model = wrap_with_lora(base, LoraSettings(r=2, dropout=0.0)).train()
+    ids = torch.randint(3, 100, (2, 9))
+    torch.testing.assert_close(model(input_ids=ids).logits, model(input_ids=ids).logits)

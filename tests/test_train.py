@@ -161,3 +161,15 @@ def test_max_steps_stops_early_and_validates_once_at_the_end(tmp_path, tiny_mode
     assert summary["steps"] == 4
     assert [e["step"] for e in events if e["event"] == "eval"] == [4]
     assert summary["train_seconds"] > 0 and summary["eval_seconds"] > 0
+
+
+def test_bf16_merged_weights_agree_with_fp32(tmp_path, tiny_model_dir, small_csv, agnews_rows):
+    out = tmp_path / "run"
+    train(tiny_config(tiny_model_dir, small_csv, epochs=1, precision="fp32"), out, log=lambda _: None)
+    fp32 = run.load(out)
+    bf16 = run.load(out, dtype=torch.bfloat16)
+    assert all(p.dtype == torch.bfloat16 for p in bf16.model.parameters())
+    data = encode(fp32.tokenizer, agnews_rows[0][:64], None, 64)
+    a = predict_logits(fp32.model, data, 16, 1, "cpu")
+    b = predict_logits(bf16.model, data, 16, 1, "cpu", torch.bfloat16)
+    assert np.abs(a - b).max() < 0.05

@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--data", required=True, help="labelled file (CSV, JSONL, Parquet, pickle)")
     evaluate.add_argument("--output", help="metrics JSON (default: RUN_DIR/eval_<data>.json); a PNG goes beside")
-    evaluate.add_argument("--batch-size", type=int, default=128)
+    evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--allow-pickle", action="store_true")
 
     predict = commands.add_parser("predict", help="labels and probabilities for texts")
@@ -50,7 +50,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--output", help=".csv or .jsonl (default: CSV on stdout)")
     predict.add_argument("--submission", action="store_true", help="write the competition format ID,Label")
     predict.add_argument("--text-column", help="column holding the texts (default: the run's)")
-    predict.add_argument("--batch-size", type=int, default=128)
+    predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--allow-pickle", action="store_true")
     return parser
 
@@ -110,7 +110,7 @@ def cmd_evaluate(args, overrides) -> None:
     # Check the data before loading the model: bad input fails in a second.
     table = read_file(args.data, data.text_column, data.label_column, args.allow_pickle)
     labels = encode_labels(table, label_names, data.label_column)
-    trained = run.load(args.run_dir, _device())
+    trained = run.load(args.run_dir, _device(), dtype=_dtype(config))
     encoded = encode(trained.tokenizer, table.texts, None, data.max_length)
     logits = predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, _device(),
                             _dtype(trained.config))
@@ -142,7 +142,7 @@ def cmd_predict(args, overrides) -> None:
         texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
         table = Table("arguments" if args.texts else "stdin", texts, None)
         check_texts(table)
-    trained = run.load(args.run_dir, _device())
+    trained = run.load(args.run_dir, _device(), dtype=_dtype(config))
     encoded = encode(trained.tokenizer, table.texts, None, trained.config.data.max_length)
     logits = predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, _device(),
                             _dtype(trained.config))

@@ -56,10 +56,14 @@ def load_tokenizer(model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
         raise _hub_error("tokenizer", name, exc) from None
 
 
+# Config keys that hold an encoder's dropout rates, across BERT-, RoBERTa- and DistilBERT-style models.
+DROPOUT_KEYS = ("hidden_dropout_prob", "attention_probs_dropout_prob", "dropout", "attention_dropout")
+
+
 def load_base_config(model_cfg: ModelConfig, label_names: list[str]) -> PretrainedConfig:
     name = resolve_model_path(model_cfg.name_or_path)
     try:
-        return AutoConfig.from_pretrained(
+        config = AutoConfig.from_pretrained(
             name,
             num_labels=len(label_names),
             id2label=dict(enumerate(label_names)),
@@ -68,6 +72,11 @@ def load_base_config(model_cfg: ModelConfig, label_names: list[str]) -> Pretrain
         )
     except (OSError, ValueError) as exc:
         raise _hub_error("model config", name, exc) from None
+    if model_cfg.dropout is not None:
+        for key in DROPOUT_KEYS:
+            if isinstance(getattr(config, key, None), float):
+                setattr(config, key, model_cfg.dropout)
+    return config
 
 
 def head_module_names(model: PreTrainedModel) -> list[str]:

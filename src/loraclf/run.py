@@ -138,11 +138,13 @@ def read_run_config(run_dir: str | Path) -> tuple[Path, Config, list[str]]:
     return path, load_config(tree=tree), label_names
 
 
-def load(run_dir: str | Path, device: str = "cpu", merge: bool = True) -> TrainedRun:
+def load(run_dir: str | Path, device: str = "cpu", merge: bool = True, dtype=None) -> TrainedRun:
     """The trained classifier of a run folder, ready for inference.
 
     With `merge`, the adapter is folded into the base weights (W + (alpha/r)BA):
     the same predictions as the unmerged model without the extra LoRA matmuls.
+    `dtype` (e.g. torch.bfloat16) then casts the merged weights once, instead
+    of autocast casting them again for every batch.
     """
     from transformers import AutoTokenizer
 
@@ -155,5 +157,7 @@ def load(run_dir: str | Path, device: str = "cpu", merge: bool = True) -> Traine
     model = load_adapter(base, path / ADAPTER)
     if merge:
         model = model.merge_and_unload()
+        if dtype is not None:
+            model = model.to(dtype)
     model = model.to(device).eval()
     return TrainedRun(path, config, label_names, tokenizer, model)
