@@ -27,11 +27,14 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "configs" / "quickstart.yaml"))
     args = parser.parse_args()
 
+    import warnings
+
     from transformers.utils import logging as hf_logging
 
     from loraclf.config import load_config, parse_overrides
     from loraclf.train import train
 
+    warnings.filterwarnings("ignore", category=FutureWarning)
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     results = {}
