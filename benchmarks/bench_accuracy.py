@@ -47,7 +47,7 @@ def main() -> None:
               f"{r['train_samples_per_s']:.1f} samples/s, {r['train_seconds']:.0f} s training, "
               f"precision {r['precision']}", flush=True)
     fast, plain = results["fast"]["test"]["accuracy"], results["plain fp32"]["test"]["accuracy"]
-    print(f"\n| path | test accuracy | macro-F1 | train samples/s | training s |\n|---|---|---|---|---|")
+    print("\n| path | test accuracy | macro-F1 | train samples/s | training s |\n|---|---|---|---|---|")
     for name, r in results.items():
         print(f"| {name} | {r['test']['accuracy']:.4f} | {r['test']['macro_f1']:.4f} | "
               f"{r['train_samples_per_s']:.1f} | {r['train_seconds']:.0f} |")

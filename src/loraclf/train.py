@@ -19,7 +19,6 @@ from transformers import get_scheduler
 from loraclf import budget, run
 from loraclf.config import Config, save_config
 from loraclf.data import Encoded, encode, load_splits, loader
-from loraclf.errors import UserError
 from loraclf.evaluate import metrics, plot_confusion
 from loraclf.model import build_base, load_tokenizer, wrap_with_lora
 from loraclf.predict import predict_logits
