@@ -17,9 +17,9 @@ def test_precision_choices_on_cpu(monkeypatch):
         runtime.autocast_dtype("fp16", cpu)
 
 
-def test_no_scaler_except_fp16_on_cuda():
-    assert runtime.grad_scaler(torch.device("cpu"), torch.bfloat16) is None
-    assert runtime.grad_scaler(torch.device("cpu"), None) is None
+def test_no_scaling_except_fp16_on_cuda():
+    assert not runtime.grad_scaler(torch.device("cpu"), torch.bfloat16).is_enabled()
+    assert not runtime.grad_scaler(torch.device("cpu"), None).is_enabled()
 
 
 def test_cuda_asked_for_without_cuda(monkeypatch):

@@ -110,10 +110,10 @@ def cmd_evaluate(args, overrides) -> None:
     # Check the data before loading the model: bad input fails in a second.
     table = read_file(args.data, data.text_column, data.label_column, args.allow_pickle)
     labels = encode_labels(table, label_names, data.label_column)
-    trained = run.load(args.run_dir, _device(), dtype=_dtype(config))
+    device, dtype = _runtime(config)
+    trained = run.load(args.run_dir, device, dtype=dtype)
     encoded = encode(trained.tokenizer, table.texts, None, data.max_length)
-    logits = predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, _device(),
-                            _dtype(trained.config))
+    logits = predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, device, dtype)
     result = metrics(labels, logits, trained.label_names) | {"data": str(args.data), "run": str(trained.path)}
     output = Path(args.output) if args.output else trained.path / f"eval_{Path(args.data).stem}.json"
     run.write_json(output, result)
@@ -142,10 +142,10 @@ def cmd_predict(args, overrides) -> None:
         texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
         table = Table("arguments" if args.texts else "stdin", texts, None)
         check_texts(table)
-    trained = run.load(args.run_dir, _device(), dtype=_dtype(config))
-    encoded = encode(trained.tokenizer, table.texts, None, trained.config.data.max_length)
-    logits = predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, _device(),
-                            _dtype(trained.config))
+    device, dtype = _runtime(config)
+    trained = run.load(args.run_dir, device, dtype=dtype)
+    encoded = encode(trained.tokenizer, table.texts, None, config.data.max_length)
+    logits = predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, device, dtype)
     probs = softmax(logits)
     if args.output:
         write_predictions(Path(args.output), probs, trained.label_names, args.submission)
@@ -154,19 +154,14 @@ def cmd_predict(args, overrides) -> None:
         sys.stdout.write(render(probs, trained.label_names, "csv", args.submission))
 
 
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def _dtype(config):
-    """Inference runs in the precision the run trained in (bf16 autocast where it did)."""
+def _runtime(config):
+    """Inference device, and the precision the run trained in (bf16 where it did)."""
     import torch
 
     from loraclf.runtime import autocast_dtype
 
-    return autocast_dtype(config.train.precision, torch.device(_device()))
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return device, autocast_dtype(config.train.precision, device)
 
 
 def _no_overrides(overrides: list[str]) -> None:

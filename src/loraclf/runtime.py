@@ -52,8 +52,7 @@ def autocast(device: torch.device, dtype: torch.dtype | None):
     return torch.autocast(device_type=device.type, dtype=dtype)
 
 
-def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler | None:
-    """fp16 gradients underflow without loss scaling; bf16 and fp32 need none."""
-    if dtype is torch.float16 and device.type == "cuda":
-        return torch.amp.GradScaler("cuda")
-    return None
+def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.GradScaler:
+    """Loss scaling for fp16 on CUDA, where gradients underflow without it; a pass-through otherwise."""
+    enabled = dtype is torch.float16 and device.type == "cuda"
+    return torch.amp.GradScaler(device.type, enabled=enabled)

@@ -146,18 +146,12 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with autocast(device, dtype):
                 loss = forward(**batch).loss
-            if scaler is not None:
-                scaler.scale(loss).backward()
-                scaler.unscale_(optimizer)
-            else:
-                loss.backward()
+            scaler.scale(loss).backward()
+            scaler.unscale_(optimizer)  # clip the true gradients
             if tc.max_grad_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
-            if scaler is not None:
-                scaler.step(optimizer)
-                scaler.update()
-            else:
-                optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
