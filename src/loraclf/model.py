@@ -16,6 +16,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from loraclf import speed
 from loraclf.config import LoraSettings, ModelConfig
 from loraclf.errors import UserError
 
@@ -138,7 +139,7 @@ def build_base(model_cfg: ModelConfig, label_names: list[str], base_folder: Path
     so a run trained on random weights is evaluated on the same weights.
     """
     config = load_base_config(model_cfg, label_names)
-    attention = model_cfg.attn_implementation
+    attention = speed.ATTENTION_NAME if model_cfg.attn_implementation == "fast" else model_cfg.attn_implementation
     if base_folder is not None:
         return AutoModelForSequenceClassification.from_pretrained(
             base_folder, config=config, attn_implementation=attention

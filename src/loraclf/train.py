@@ -16,7 +16,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from loraclf import budget, run
+from loraclf import budget, run, speed
 from loraclf.config import Config, save_config
 from loraclf.data import Encoded, encode, load_splits, loader
 from loraclf.evaluate import metrics, plot_confusion
@@ -79,6 +79,8 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
         # Random weights are part of the result: evaluate and predict need the same ones.
         run.replace_folder(out / run.BASE_MODEL, base.save_pretrained)
     model = wrap_with_lora(base, config.lora).to(device)
+    if tc.fast_dropout and device.type == "cpu":
+        speed.use_fast_dropout(model)
     actual = budget.count(model, config.budget.max_trainable)
     assert actual == planned, f"meta-device count {planned} differs from the built model {actual}"
     run.write_json(out / run.BUDGET, actual.to_dict())

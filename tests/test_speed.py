@@ -1,0 +1,135 @@
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import tiny_roberta_config
+
+from loraclf import speed
+
+
+@pytest.mark.parametrize("p", [0.01, 0.1, 0.5])
+def test_each_element_drops_with_probability_p(p):
+    torch.manual_seed(0)
+    n = 400_000
+    positions = speed.dropped_positions(n, p)
+    # Sorted, distinct, in range: a set of positions, not draws with replacement.
+    assert positions.min() >= 0 and positions.max() < n
+    assert bool((positions.diff() > 0).all())
+    # The count is Binomial(n, p): within 5 standard deviations.
+    assert abs(len(positions) - n * p) < 5 * math.sqrt(n * p * (1 - p))
+    # Uniform over the tensor: each tenth holds its share.
+    tenths = torch.bincount(positions // (n // 10), minlength=10).double()
+    assert float((tenths - n * p / 10).abs().max()) < 5 * math.sqrt(n / 10 * p * (1 - p))
+
+
+def test_neighbours_drop_independently():
+    # For independent drops, P(i and i+1 both dropped) = p^2.
+    torch.manual_seed(1)
+    n, p = 1_000_000, 0.2
+    mask = torch.zeros(n, dtype=torch.bool)
+    mask[speed.dropped_positions(n, p)] = True
+    pairs = float((mask[:-1] & mask[1:]).double().mean())
+    assert abs(pairs - p * p) < 5 * math.sqrt(p * p * (1 - p * p) / n)
+
+
+def test_positions_reach_the_end_even_when_the_first_draw_falls_short():
+    torch.manual_seed(2)
+    # n * p < 1: the first chunk of gaps rarely passes n, so the loop must continue.
+    for _ in range(50):
+        positions = speed.dropped_positions(100_000, 1e-5)
+        assert positions.numel() == 0 or positions.max() < 100_000
+
+
+def test_dropout_scales_kept_values_and_zeroes_the_gradient_where_dropped():
+    torch.manual_seed(3)
+    x = torch.rand(64, 33, 17) + 0.5  # no zeros of its own
+    x.requires_grad_()
+    y = speed.geometric_dropout(x, 0.25)
+    kept = y != 0
+    assert torch.allclose(y[kept], x.detach()[kept] / 0.75)
+    y.backward(torch.ones_like(y))
+    assert torch.equal(x.grad, kept.float() / 0.75)
+    assert abs(float(kept.float().mean()) - 0.75) < 0.02
+
+
+def test_dropout_is_seeded_and_off_in_eval():
+    x = torch.ones(1000, 8)
+    torch.manual_seed(4)
+    a = speed.geometric_dropout(x, 0.1)
+    torch.manual_seed(4)
+    b = speed.geometric_dropout(x, 0.1)
+    assert torch.equal(a, b)
+    assert speed.geometric_dropout(x, 0.1, training=False) is x
+    assert torch.equal(speed.geometric_dropout(x, 1.0), torch.zeros_like(x))
+    layer = speed.FastDropout(0.3).eval()
+    assert layer(x) is x
+
+
+def test_every_dropout_module_is_swapped(tiny_model_dir):
+    from loraclf.config import LoraSettings, ModelConfig
+    from loraclf.model import build_base, wrap_with_lora
+
+    base = build_base(ModelConfig(name_or_path=str(tiny_model_dir), init="random"), ["a", "b"])
+    model = wrap_with_lora(base, LoraSettings(r=2, alpha=4, dropout=0.05, target_modules=["query", "value"]))
+    before = [m.p for m in model.modules() if type(m) is torch.nn.Dropout]
+    # Embeddings; 3 per layer (attention probabilities, attention output, feed-forward);
+    # the head's, in each of PEFT's two copies; LoRA's, one per targeted layer.
+    assert len(before) == 1 + 3 * 2 + 2 + 2 * 2
+    assert speed.use_fast_dropout(model) == len(before)
+    assert not [m for m in model.modules() if type(m) is torch.nn.Dropout]
+    assert sorted(m.p for m in model.modules() if isinstance(m, speed.FastDropout)) == sorted(before)
+
+
+class _Module(torch.nn.Module):
+    is_causal = False
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "bool", "additive"])
+def test_training_attention_matches_sdpa_when_nothing_drops(mask_kind):
+    torch.manual_seed(5)
+    q, k, v = (torch.randn(3, 2, 7, 8) for _ in range(3))
+    keep = torch.ones(3, 1, 7, 7, dtype=torch.bool)
+    keep[0, :, :, 5:] = False  # padding in the first sequence
+    mask = {"none": None, "bool": keep,
+            "additive": torch.zeros(keep.shape).masked_fill(~keep, torch.finfo(torch.float32).min)}[mask_kind]
+    expected = F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
+    # p so small that no element drops: the math path alone is compared with SDPA.
+    out, _ = speed.attention(_Module(), q, k, v, mask, dropout=1e-12)
+    assert torch.allclose(out, expected, atol=1e-5)
+
+
+def test_training_attention_drops_probabilities():
+    torch.manual_seed(6)
+    q, k = torch.zeros(2, 2, 40, 8), torch.zeros(2, 2, 40, 8)
+    v = torch.ones(2, 2, 40, 8)
+    # Uniform attention over 40 keys with v = 1: each output is (kept share) / (1 - p).
+    out, _ = speed.attention(_Module(), q, k, v, None, dropout=0.5)
+    assert not torch.allclose(out, torch.ones_like(out))
+    assert abs(float(out.mean()) - 1.0) < 0.05
+
+
+def test_fast_attention_model_matches_sdpa_model(tiny_model_dir):
+    from transformers import AutoModelForSequenceClassification
+
+    config = tiny_roberta_config(num_labels=3)
+    torch.manual_seed(7)
+    fast = AutoModelForSequenceClassification.from_config(config, attn_implementation=speed.ATTENTION_NAME)
+    plain = AutoModelForSequenceClassification.from_config(config, attn_implementation="sdpa")
+    plain.load_state_dict(fast.state_dict())
+    ids = torch.randint(3, 1000, (4, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0
+    fast.eval(), plain.eval()
+    with torch.no_grad():
+        assert torch.allclose(fast(input_ids=ids, attention_mask=mask).logits,
+                              plain(input_ids=ids, attention_mask=mask).logits, atol=1e-6)
+    # In training with dropout off, the math path runs and still agrees.
+    for model in (fast, plain):
+        model.train()
+        for module in model.modules():
+            if hasattr(module, "dropout") and isinstance(module.dropout, torch.nn.Dropout):
+                module.dropout.p = 1e-12
+    fast_logits = fast(input_ids=ids, attention_mask=mask).logits
+    plain_logits = plain(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(fast_logits, plain_logits, atol=1e-4)
