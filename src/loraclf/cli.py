@@ -26,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = commands.add_parser("train", help="fine-tune with LoRA; writes a run folder")
-    train.add_argument("--config", required=True, help="recipe YAML, e.g. configs/paper.yaml")
+    train.add_argument("--config", help="recipe YAML, e.g. configs/paper.yaml")
+    train.add_argument("--resume", metavar="RUN_DIR",
+                       help="continue an interrupted run from its latest checkpoint, with its own config")
     train.add_argument("--output-dir", help="run folder (default: runs/<config>-<time>)")
     train.add_argument("--overwrite", action="store_true", help="reuse a non-empty run folder")
     train.add_argument("--allow-pickle", action="store_true", help="allow pickled data files (runs their code)")
@@ -81,6 +83,16 @@ def _label_names(config) -> list[str]:
 def cmd_train(args, overrides) -> None:
     from loraclf.train import train
 
+    if args.resume:
+        if args.config or args.output_dir or args.overwrite or overrides:
+            raise UserError("train --resume RUN_DIR continues with the run's own config and folder; "
+                            "drop --config, --output-dir, --overwrite and overrides")
+        from loraclf import run
+
+        train(run.read_config(args.resume), args.resume, resume=True)
+        return
+    if not args.config:
+        raise UserError("train: give --config RECIPE.yaml (or --resume RUN_DIR)")
     config = _config(args, overrides)
     output = args.output_dir or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     train(config, output, overwrite=args.overwrite)
@@ -125,7 +137,13 @@ def cmd_evaluate(args, overrides) -> None:
 def cmd_predict(args, overrides) -> None:
     from loraclf import run
     from loraclf.data import Table, check_texts, encode, read_file
-    from loraclf.predict import output_format, predict_logits, render, softmax, write_predictions
+    from loraclf.predict import (
+        output_format,
+        predict_logits,
+        render,
+        softmax,
+        write_predictions,
+    )
 
     _no_overrides(overrides)
     if args.output:

@@ -133,6 +133,10 @@ class TrainConfig:
     seed: int = 42
     # 0: evaluate on validation at each epoch end; N: every N optimizer steps too.
     eval_every: int = 0
+    # A checkpoint (for --resume) at each epoch end and, if N > 0, every N steps.
+    checkpoint_every: int = 0
+    # How many of the latest checkpoints to keep (the best one is kept as well).
+    keep_checkpoints: int = 2
     metric_for_best: str = "accuracy"
     device: str = "auto"
     # auto: bf16 autocast on CUDA (fp16 + loss scaling without bf16) and on CPUs
@@ -155,6 +159,10 @@ class TrainConfig:
             raise UserError(f"config train.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
         if self.max_steps < 0:
             raise UserError(f"config train.max_steps: must be 0 or positive, got {self.max_steps}")
+        if self.checkpoint_every < 0:
+            raise UserError(f"config train.checkpoint_every: must be 0 or positive, got {self.checkpoint_every}")
+        if self.keep_checkpoints < 1:
+            raise UserError(f"config train.keep_checkpoints: must be at least 1, got {self.keep_checkpoints}")
         if self.eval_every < 0:
             raise UserError(f"config train.eval_every: must be 0 or positive, got {self.eval_every}")
         _choice(

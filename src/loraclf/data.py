@@ -535,13 +535,34 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, grou
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+class Batches:
+    """Batches of item indices over `data`, padded as they are drawn.
+
+    A plain list of index lists, not a torch DataLoader: iterating it draws
+    nothing from the global random generators, and `iterate(start)` skips the
+    batches a resumed run has already trained on without loading them.
+    """
+
+    def __init__(self, data: Encoded, batches: list[list[int]], pad: Callable):
+        self.data, self.batches, self.pad = data, batches, pad
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self):
+        return self.iterate()
+
+    def iterate(self, start: int = 0):
+        for indices in self.batches[start:]:
+            yield self.pad([self.data[i] for i in indices])
+
+
 def loader(data: Encoded, batch_size: int, pad_id: int, shuffle: bool = False, seed: int = 0,
-           group_by_length: bool = False, pad_to_multiple_of: int = 1):
+           group_by_length: bool = False, pad_to_multiple_of: int = 1) -> Batches:
+    """Batches in input order, or shuffled by `seed` alone (length-grouped if asked)."""
     pad = collate(pad_id, max(1, pad_to_multiple_of))
     if shuffle and group_by_length:
         lengths = np.array([len(ids) for ids in data.input_ids])
-        batches = length_grouped_batches(lengths, batch_size, seed)
-        return torch.utils.data.DataLoader(data, batch_sampler=batches, collate_fn=pad)
-    generator = torch.Generator().manual_seed(seed) if shuffle else None
-    return torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=shuffle, generator=generator,
-                                       collate_fn=pad)
+        return Batches(data, length_grouped_batches(lengths, batch_size, seed), pad)
+    order = np.random.default_rng(seed).permutation(len(data)) if shuffle else np.arange(len(data))
+    return Batches(data, [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)], pad)

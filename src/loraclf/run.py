@@ -9,6 +9,7 @@
       base_model/       only for `model.init: random`: the random base weights
       metrics.jsonl     one JSON object per log / evaluation event
       metrics.json      summary: best validation, test metrics, timings
+      checkpoints/      resumable training state (see checkpoint.py)
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ TOKENIZER = "tokenizer"
 BASE_MODEL = "base_model"
 METRICS_LOG = "metrics.jsonl"
 SUMMARY = "metrics.json"
+CHECKPOINTS = "checkpoints"
 
 
 def prepare(output_dir: str | Path, overwrite: bool) -> Path:
@@ -52,7 +54,7 @@ def prepare(output_dir: str | Path, overwrite: bool) -> Path:
     return path
 
 
-RUN_FILES = (CONFIG, LABELS, BUDGET, ADAPTER, TOKENIZER, BASE_MODEL, METRICS_LOG, SUMMARY,
+RUN_FILES = (CONFIG, LABELS, BUDGET, ADAPTER, TOKENIZER, BASE_MODEL, METRICS_LOG, SUMMARY, CHECKPOINTS,
              "test_metrics.json", "test_confusion_matrix.png")
 
 
@@ -123,19 +125,34 @@ class TrainedRun:
     model: Any
 
 
-def read_run_config(run_dir: str | Path) -> tuple[Path, Config, list[str]]:
-    path = Path(run_dir)
+def _check_folder(path: Path, required: tuple[str, ...], what: str) -> None:
     if not path.is_dir():
         raise UserError(f"run folder {path}: not found" if not path.exists() else f"run folder {path}: not a folder")
-    for required in (CONFIG, LABELS, ADAPTER):
-        if not (path / required).exists():
-            raise UserError(f"run folder {path}: no {required}; is it a finished loraclf training run?")
+    for name in required:
+        if not (path / name).exists():
+            raise UserError(f"run folder {path}: no {name}; is it {what}?")
+
+
+def read_config(run_dir: str | Path) -> Config:
+    """The resolved config a run folder was trained with (finished or not)."""
+    path = Path(run_dir)
+    _check_folder(path, (CONFIG,), "a loraclf run folder")
     try:
         tree = yaml.safe_load((path / CONFIG).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"run folder {path}: unreadable {CONFIG} ({' '.join(str(exc).split())})") from None
+    return load_config(tree=tree)
+
+
+def read_run_config(run_dir: str | Path) -> tuple[Path, Config, list[str]]:
+    path = Path(run_dir)
+    _check_folder(path, (CONFIG, LABELS, ADAPTER), "a finished loraclf training run")
+    config = read_config(path)
+    try:
         label_names = json.loads((path / LABELS).read_text(encoding="utf-8"))["label_names"]
-    except (yaml.YAMLError, ValueError, KeyError, UnicodeDecodeError) as exc:
-        raise UserError(f"run folder {path}: unreadable {CONFIG} or {LABELS} ({exc})") from None
-    return path, load_config(tree=tree), label_names
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise UserError(f"run folder {path}: unreadable {LABELS} ({exc})") from None
+    return path, config, label_names
 
 
 def load(run_dir: str | Path, device: str = "cpu", merge: bool = True, dtype=None) -> TrainedRun:

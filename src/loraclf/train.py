@@ -6,7 +6,9 @@ steps with evaluation on validation -> best adapter saved -> test evaluation.
 
 from __future__ import annotations
 
+import os
 import random
+import signal
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -16,9 +18,10 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from loraclf import budget, run, speed
+from loraclf import budget, checkpoint, run, speed
 from loraclf.config import Config, save_config
 from loraclf.data import Encoded, encode, load_splits, loader
+from loraclf.errors import UserError
 from loraclf.evaluate import metrics, plot_confusion
 from loraclf.model import build_base, load_tokenizer, wrap_with_lora
 from loraclf.predict import predict_logits
@@ -45,6 +48,16 @@ def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, 
     return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
 
 
+def crash_point(kind: str, step: int) -> None:
+    """Kill this process at a named point when LORACLF_TEST_CRASH_AT=kind:step says so.
+
+    The resume tests use it to SIGKILL a real training process at an exact
+    place (after a step, halfway through a checkpoint write); unset, it is a no-op.
+    """
+    if os.environ.get("LORACLF_TEST_CRASH_AT") == f"{kind}:{step}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 def is_better(metric: str, value: float, best: float | None) -> bool:
     if best is None:
         return True
@@ -52,13 +65,26 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
 
 
 def train(config: Config, output_dir: str | Path, overwrite: bool = False,
-          log: Callable[[str], None] = print) -> dict[str, Any]:
+          log: Callable[[str], None] = print, resume: bool = False) -> dict[str, Any]:
+    """Train per `config` into the run folder `output_dir`.
+
+    With `resume`, `output_dir` is an interrupted run: training continues from
+    its latest complete checkpoint and ends exactly as the uninterrupted run would.
+    """
     started = time.perf_counter()
     tc = config.train
     seed_everything(tc.seed)
     device = pick_device(tc.device)
     dtype = autocast_dtype(tc.precision, device)
-    out = run.prepare(output_dir, overwrite)
+    if resume:
+        out = Path(output_dir)
+        resume_from = checkpoint.latest(out)
+        if resume_from is None:
+            raise UserError(f"resume {out}: no complete checkpoint in {out / checkpoint.FOLDER}; "
+                            "nothing to resume (start a new run with --config)")
+    else:
+        out = run.prepare(output_dir, overwrite)
+        resume_from = None
 
     # Data, then the exact budget check on the meta device before any weights load.
     tokenizer = load_tokenizer(config.model)
@@ -70,20 +96,25 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
         f"test {len(splits.test) if splits.test else 0:,}; classes {label_names}")
     log(planned.describe())
 
-    base = build_base(config.model, label_names)
-    run.clear(out)
-    save_config(config, out / run.CONFIG)
-    run.write_json(out / run.LABELS, {"label_names": label_names})
-    run.replace_folder(out / run.TOKENIZER, tokenizer.save_pretrained)
-    if config.model.init == "random":
-        # Random weights are part of the result: evaluate and predict need the same ones.
-        run.replace_folder(out / run.BASE_MODEL, base.save_pretrained)
+    if resume_from is None:
+        base = build_base(config.model, label_names)
+        run.clear(out)
+        save_config(config, out / run.CONFIG)
+        run.write_json(out / run.LABELS, {"label_names": label_names})
+        run.replace_folder(out / run.TOKENIZER, tokenizer.save_pretrained)
+        if config.model.init == "random":
+            # Random weights are part of the result: evaluate and predict need the same ones.
+            run.replace_folder(out / run.BASE_MODEL, base.save_pretrained)
+    else:
+        saved_base = out / run.BASE_MODEL
+        base = build_base(config.model, label_names, base_folder=saved_base if saved_base.is_dir() else None)
     model = wrap_with_lora(base, config.lora).to(device)
     if tc.fast_dropout and device.type == "cpu":
         speed.use_fast_dropout(model)
     actual = budget.count(model, config.budget.max_trainable)
     assert actual == planned, f"meta-device count {planned} differs from the built model {actual}"
-    run.write_json(out / run.BUDGET, actual.to_dict())
+    if resume_from is None:
+        run.write_json(out / run.BUDGET, actual.to_dict())
 
     train_set = Encoded(splits.train.input_ids, splits.train.labels)
     val_set = Encoded(splits.val.input_ids, splits.val.labels)
@@ -92,7 +123,7 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
     multiple = config.data.pad_to_multiple_of or (16 if tc.compile else 1)
 
     def epoch_batches(epoch: int):
-        # The data order comes from (seed, epoch) alone.
+        # The data order comes from (seed, epoch) alone, so a resumed run sees the same batches.
         return loader(train_set, tc.batch_size, pad_id, shuffle=True, seed=tc.seed + epoch,
                       group_by_length=tc.group_by_length, pad_to_multiple_of=multiple)
 
@@ -107,15 +138,36 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
     scheduler = get_scheduler(tc.scheduler, optimizer, num_warmup_steps=int(tc.warmup_ratio * total_steps),
                               num_training_steps=total_steps)
     log_path = out / run.METRICS_LOG
-    log_path.write_text("", encoding="utf-8")
-    best_value: float | None = None
-    best_state: dict[str, torch.Tensor] = {}
-    best_record: dict[str, Any] = {}
+    # The loop's position and everything it carries from step to step; a checkpoint saves it.
+    loop: dict[str, Any] = {"epoch": 0, "batch": 0, "step": 0, "seen": 0, "tokens": 0, "window_loss": 0.0,
+                            "best_value": None, "best_record": {}, "best_step": None, "eval_seconds": 0.0,
+                            "train_seconds": 0.0, "log_bytes": 0}
+    best_state: dict[str, torch.Tensor] = checkpoint.trainable_state(model)
+    if resume_from is not None:
+        loop, best_state = checkpoint.restore(resume_from, model, optimizer, scheduler, scaler)
+        # Drop log lines written after the checkpoint: the resumed run writes them again.
+        with log_path.open("r+b") as handle:
+            handle.truncate(loop["log_bytes"])
+        log(f"resuming from {resume_from.name}: epoch {loop['epoch'] + 1}, step {loop['step']}")
+    else:
+        log_path.write_text("", encoding="utf-8")
+    window_loss = torch.tensor(loop["window_loss"], device=device)  # summed on device: no host sync per step
+    # First step whose loss or gradient norm was not finite (-1: none yet); checked when the host syncs anyway.
+    first_bad = torch.tensor(-1, device=device)
+    check_grad_norm = dtype != torch.float16  # fp16 overflow is the loss scaler's business
+    last_checkpoint = resume_from
 
-    eval_seconds = 0.0
+    def stop_if_diverged() -> None:
+        bad = int(first_bad)
+        if bad >= 0:
+            kept = f"the last good checkpoint ({last_checkpoint}) and " if last_checkpoint else ""
+            raise UserError(f"training diverged: loss or gradient norm is not finite at step {bad} (epoch "
+                            f"{(bad - 1) // steps_per_epoch + 1}); stopped there. {kept}the best model in "
+                            f"{out / run.ADAPTER} are unchanged; try a lower train.lr or train.precision fp32")
 
     def validate(step: int, epoch: float) -> None:
-        nonlocal best_value, best_state, best_record, eval_seconds
+        stop_if_diverged()
+        nonlocal best_state
         eval_started = time.perf_counter()
         model.eval()
         logits = predict_logits(model, val_set, tc.eval_batch_size, pad_id, device, dtype)
@@ -125,70 +177,91 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
                   "val_accuracy": result["accuracy"], "val_macro_f1": result["macro_f1"]}
         run.append_jsonl(log_path, record)
         value = result[tc.metric_for_best]
-        improved = is_better(tc.metric_for_best, value, best_value)
+        improved = is_better(tc.metric_for_best, value, loop["best_value"])
         if improved:
-            best_value, best_record = value, record
-            best_state = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+            loop.update(best_value=value, best_record=record, best_step=step)
+            best_state = checkpoint.trainable_state(model)
             run.replace_folder(out / run.ADAPTER, model.save_pretrained)
         say(f"step {step} epoch {epoch:.2f}: val loss {result['loss']:.4f} acc {result['accuracy']:.4f} "
             f"macro-F1 {result['macro_f1']:.4f}" + (" (best)" if improved else ""))
-        eval_seconds += time.perf_counter() - eval_started
+        loop["eval_seconds"] += time.perf_counter() - eval_started
 
-    bar = tqdm(total=total_steps, disable=not tc.progress, unit="step", dynamic_ncols=True)
+    def save_checkpoint() -> None:
+        nonlocal last_checkpoint
+        stop_if_diverged()
+        loop.update(window_loss=float(window_loss), train_seconds=train_seconds(),
+                    log_bytes=log_path.stat().st_size)
+        last_checkpoint = checkpoint.save(out, loop["step"], model, optimizer, scheduler, scaler, best_state, loop,
+                                          keep=tc.keep_checkpoints, keep_step=loop["best_step"],
+                                          crash_hook=crash_point)
+
+    def train_seconds() -> float:
+        # Training steps only, not the validation passes between them; carried across resumes.
+        return resumed_seconds + time.perf_counter() - session_started - (loop["eval_seconds"] - eval_before)
+
+    step = loop["step"]
+    bar = tqdm(total=total_steps, initial=step, disable=not tc.progress, unit="step", dynamic_ncols=True)
     say = bar.write if tc.progress else log
     model.train()
-    step, seen, tokens = 0, 0, 0
-    window_loss = torch.zeros((), device=device)  # summed on device: no host sync per step
-    train_started = time.perf_counter()
-    for epoch in range(tc.epochs):
+    session_started, eval_before, resumed_seconds = time.perf_counter(), loop["eval_seconds"], loop["train_seconds"]
+    for epoch in range(loop["epoch"], tc.epochs):
         if step >= total_steps:
             break
-        for batch in epoch_batches(epoch):
-            tokens += int(batch["attention_mask"].sum())
+        batches = epoch_batches(epoch)
+        for index, batch in enumerate(batches.iterate(loop["batch"]), start=loop["batch"]):
+            loop["tokens"] += int(batch["attention_mask"].sum())
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             with autocast(device, dtype):
                 loss = forward(**batch).loss
             scaler.scale(loss).backward()
             scaler.unscale_(optimizer)  # clip the true gradients
-            if tc.max_grad_norm > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm)
+            norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.max_grad_norm or float("inf"))
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
-            seen += len(batch["labels"])
+            finite = torch.isfinite(loss.detach()) & (torch.isfinite(norm) if check_grad_norm else True)
+            first_bad = torch.where((first_bad < 0) & ~finite, step, first_bad)
+            loop.update(step=step, epoch=epoch, batch=index + 1, seen=loop["seen"] + len(batch["labels"]))
             window_loss += loss.detach()
             bar.update(1)
             if step % tc.log_every == 0:
-                elapsed = time.perf_counter() - train_started - eval_seconds
+                stop_if_diverged()
+                elapsed = train_seconds()
                 record = {"event": "train", "step": step, "epoch": round(step / steps_per_epoch, 3),
                           "loss": window_loss.item() / tc.log_every, "lr": scheduler.get_last_lr()[0],
-                          "samples_per_s": seen / elapsed, "tokens_per_s": tokens / elapsed,
-                          "seen": seen, "tokens": tokens, "elapsed_s": round(elapsed, 4)}
+                          "samples_per_s": loop["seen"] / elapsed, "tokens_per_s": loop["tokens"] / elapsed,
+                          "seen": loop["seen"], "tokens": loop["tokens"], "elapsed_s": round(elapsed, 4)}
                 run.append_jsonl(log_path, record)
                 window_loss.zero_()
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.1f}")
-            if step == total_steps:
+            crash_point("after-step", step)
+            if step == total_steps or index + 1 == len(batches):
                 break
-            if tc.eval_every and step % tc.eval_every == 0 and step % steps_per_epoch != 0:
+            if tc.eval_every and step % tc.eval_every == 0:
                 validate(step, step / steps_per_epoch)
+            if tc.checkpoint_every and step % tc.checkpoint_every == 0:
+                save_checkpoint()
         validate(step, step / steps_per_epoch)
+        if loop["batch"] == len(batches):
+            loop.update(epoch=epoch + 1, batch=0)
+        save_checkpoint()
     bar.close()
-    # Throughput counts training steps only, not the validation passes between them.
-    train_seconds = time.perf_counter() - train_started - eval_seconds
+    stop_if_diverged()
+    seconds = train_seconds()
 
     summary: dict[str, Any] = {
-        "best": best_record,
+        "best": loop["best_record"],
         "metric_for_best": tc.metric_for_best,
         "parameters": actual.to_dict(),
         "train_items": len(splits.train),
         "val_items": len(splits.val),
         "steps": step,
-        "train_seconds": round(train_seconds, 2),
-        "eval_seconds": round(eval_seconds, 2),
-        "train_samples_per_s": round(seen / train_seconds, 2),
-        "train_tokens_per_s": round(tokens / train_seconds, 2),
+        "train_seconds": round(seconds, 2),
+        "eval_seconds": round(loop["eval_seconds"], 2),
+        "train_samples_per_s": round(loop["seen"] / seconds, 2),
+        "train_tokens_per_s": round(loop["tokens"] / seconds, 2),
         "filter": vars(splits.filter_report) if splits.filter_report else None,
         "sources": splits.sources,
         "device": str(device),
@@ -214,6 +287,6 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
             f"on {result['count']:,} items")
     summary["total_seconds"] = round(time.perf_counter() - started, 2)
     run.write_json(out / run.SUMMARY, summary)
-    log(f"run folder: {out} (best {tc.metric_for_best} {best_value:.4f}; "
+    log(f"run folder: {out} (best {tc.metric_for_best} {loop['best_value']:.4f}; "
         f"{summary['train_samples_per_s']} samples/s; {summary['total_seconds']} s in all)")
     return summary
