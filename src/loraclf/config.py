@@ -289,8 +289,13 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         raise UserError(f"config file {path}: not found" if not path.exists() else f"config file {path}: not a file")
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise UserError(f"config file {path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    except UnicodeDecodeError as exc:
+        raise UserError(f"config file {path}: not UTF-8 text (offset {exc.start})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise UserError(f"config file {path}: not valid YAML{where} ({problem})") from None
     return tree or {}
 
 

@@ -118,17 +118,27 @@ def _missing_text(value: Any) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
+# Longer fields are almost always a quote that never closes, swallowing the rest of the file.
+MAX_FIELD_CHARS = 2**20
+
+
 def _csv_rows(path: Path) -> tuple[list[list[str]], list[int]]:
     text = _read_text(path)
     rows, lines = [], []
     reader = csv.reader(io.StringIO(text, newline=""))
+    previous_limit = csv.field_size_limit(MAX_FIELD_CHARS)
     try:
         for row in reader:
             if row:
                 rows.append(row)
                 lines.append(reader.line_num)
     except csv.Error as exc:
+        if "field larger than field limit" in str(exc):
+            raise UserError(f"{path}: line {reader.line_num}: a field of more than {MAX_FIELD_CHARS:,} characters "
+                            "(a quote that never closes?)") from None
         raise UserError(f"{path}: line {reader.line_num}: not a readable CSV ({exc})") from None
+    finally:
+        csv.field_size_limit(previous_limit)
     return rows, lines
 
 

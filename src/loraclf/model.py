@@ -163,4 +163,11 @@ def build_model(model_cfg: ModelConfig, lora: LoraSettings, label_names: list[st
 
 def load_adapter(base: PreTrainedModel, adapter_folder: Path) -> PeftModel:
     """Base + trained adapter and head, read from safetensors, for inference."""
-    return PeftModel.from_pretrained(base, adapter_folder, is_trainable=False)
+    try:
+        return PeftModel.from_pretrained(base, adapter_folder, is_trainable=False)
+    except RuntimeError as exc:
+        mismatch = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), None)
+        if mismatch is None:
+            raise
+        raise UserError(f"adapter {adapter_folder}: does not fit the base model {base.config.name_or_path or ''} "
+                        f"({mismatch}); was it trained on another base model?") from None

@@ -39,19 +39,31 @@ CHECKPOINTS = "checkpoints"
 
 
 def prepare(output_dir: str | Path, overwrite: bool) -> Path:
-    """Create (or, with overwrite, reuse) the run folder, failing early if it cannot be written."""
+    """Check that the run folder can be written, creating nothing yet.
+
+    Training checks its data and budget before it creates the folder, so a
+    failed start leaves no empty run folder behind.
+    """
     path = Path(output_dir)
     if path.exists() and not path.is_dir():
         raise UserError(f"output {path}: exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise UserError(f"output {path}: folder exists and is not empty; pass --overwrite or choose another --output-dir")
+    existing = path
+    while not existing.exists():
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UserError(f"output {path}: {existing} is not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise UserError(f"output {path}: cannot write there ({existing} is read-only)")
+    return path
+
+
+def create(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
-        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
-            pass
     except OSError as exc:
         raise UserError(f"output {path}: cannot write there ({exc.strerror or exc})") from None
-    return path
 
 
 RUN_FILES = (CONFIG, LABELS, BUDGET, ADAPTER, TOKENIZER, BASE_MODEL, METRICS_LOG, SUMMARY, CHECKPOINTS,

@@ -13,7 +13,8 @@ instead of n (100x fewer for LoRA's p = 0.01), and the kept values are scaled by
 
 `attention` is registered with transformers as `loraclf_fast`. While training
 with attention dropout on CPU it runs the math path (two batched matmuls and a
-float32 softmax) with that dropout; otherwise it is transformers' SDPA path.
+softmax, in float32 as SDPA's math path does) with that dropout; otherwise it
+is transformers' SDPA path.
 
 On CUDA both are bypassed: the fused kernels there are faster.
 """
@@ -111,15 +112,17 @@ def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: 
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                       scaling=scaling, **kwargs)
     scaling = query.size(-1) ** -0.5 if scaling is None else scaling
-    scores = torch.matmul(query, key.transpose(2, 3)) * scaling
-    if attention_mask is not None:
-        if attention_mask.dtype == torch.bool:
-            scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
-        else:
-            scores = scores + attention_mask
-    probs = scores.softmax(-1, dtype=torch.float32).to(value.dtype)
-    probs = geometric_dropout(probs, dropout)
-    return torch.matmul(probs, value).transpose(1, 2).contiguous(), None
+    # In float32 throughout, as SDPA's own math path computes bf16 inputs on CPU.
+    with torch.autocast(query.device.type, enabled=False):
+        scores = torch.matmul(query.float(), key.float().transpose(2, 3)) * scaling
+        if attention_mask is not None:
+            if attention_mask.dtype == torch.bool:
+                scores = scores.masked_fill(~attention_mask, torch.finfo(scores.dtype).min)
+            else:
+                scores = scores + attention_mask.float()
+        probs = geometric_dropout(scores.softmax(-1), dropout)
+        out = torch.matmul(probs, value.float()).to(value.dtype)
+    return out.transpose(1, 2).contiguous(), None
 
 
 AttentionInterface.register(ATTENTION_NAME, attention)

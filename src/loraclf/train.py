@@ -98,6 +98,7 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
 
     if resume_from is None:
         base = build_base(config.model, label_names)
+        run.create(out)
         run.clear(out)
         save_config(config, out / run.CONFIG)
         run.write_json(out / run.LABELS, {"label_names": label_names})
