@@ -33,7 +33,8 @@ def test_agnews_canonical_csv(tmp_path):
     path.write_text('"3","Wall St. Bears","Reuters - Short-sellers\\nare ""back"", \\band"\n'
                     '"2","Cup final","Team wins"\n', encoding="utf-8")
     table = read_file(path)
-    assert table.texts == ['Wall St. Bears Reuters - Short-sellers\nare "back", \\band', "Cup final Team wins"]
+    # As the hub's ag_news has it: title + " " + description, backslashes as they are.
+    assert table.texts == ['Wall St. Bears Reuters - Short-sellers\\nare "back", \\band', "Cup final Team wins"]
     assert labels_of(table) == [2, 1]
     assert table.label_names == AG_NEWS_LABELS
 

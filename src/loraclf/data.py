@@ -150,6 +150,9 @@ def _read_csv(path: Path, text_column: str, label_column: str) -> Table:
     rows, lines = _csv_rows(path)
     if not rows:
         raise UserError(f"{path}: empty file, no rows")
+    # A header never starts with a number; the AG News layout (no header) always does.
+    if len(rows[0]) == 3 and _is_int(rows[0][0]):
+        return _read_agnews_csv(path, rows, lines)
     header = [h.strip() for h in rows[0]]
     if text_column in header:
         width = len(header)
@@ -162,8 +165,6 @@ def _read_csv(path: Path, text_column: str, label_column: str) -> Table:
         texts = [row[t] for row in rows[1:]]
         labels = [row[header.index(label_column)] for row in rows[1:]] if label_column in header else None
         return Table(str(path), texts, labels, lines=lines[1:])
-    if len(rows[0]) == 3 and _is_int(rows[0][0]):
-        return _read_agnews_csv(path, rows, lines)
     raise UserError(
         f"{path}: no column {text_column!r} in the header {header} and not the AG News layout "
         "(no header; class, title, description); set --data.text_column"
@@ -180,8 +181,8 @@ def _read_agnews_csv(path: Path, rows: list[list[str]], lines: list[int]) -> Tab
         klass, title, description = row
         if not _is_int(klass):
             raise UserError(f"{path}: row {i + 1} (line {lines[i]}), column class: {klass!r} is not a class number")
-        # The original files write new lines as a backslash followed by n.
-        texts.append(f"{title} {description}".replace("\\n", "\n"))
+        # Joined as the hub's ag_news builds `text`, backslashes kept: the same text the study trained on.
+        texts.append(f"{title} {description}")
         labels.append(int(klass) - 1)
     return Table(str(path), texts, labels, label_names=list(AG_NEWS_LABELS), lines=lines)
 

@@ -142,7 +142,7 @@ def build_base(model_cfg: ModelConfig, label_names: list[str], base_folder: Path
     attention = speed.ATTENTION_NAME if model_cfg.attn_implementation == "fast" else model_cfg.attn_implementation
     if base_folder is not None:
         return AutoModelForSequenceClassification.from_pretrained(
-            base_folder, config=config, attn_implementation=attention
+            base_folder, config=config, attn_implementation=attention, use_safetensors=True
         )
     if model_cfg.init == "random":
         return AutoModelForSequenceClassification.from_config(
