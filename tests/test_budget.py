@@ -77,3 +77,39 @@ def test_estimate_allocates_no_weights(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torch, "empty", no_cpu_storage)
     assert budget.estimate(config, ["a", "b"]).trainable > 0
+
+
+@needs_shared
+@pytest.mark.parametrize("head, rank, expected", [
+    ("default", 16, 768 * 768 + 768 + 768 * 4 + 4),
+    ("linear", 16, 3_076),  # 768 x 4 + 4
+    ("lowrank", 16, 768 * 16 + 16 * 768 + 768 + 3_076),
+    ("lowrank", 64, 768 * 64 + 64 * 768 + 768 + 3_076),
+])
+def test_head_types_on_real_roberta_config(head, rank, expected):
+    config = load_config(CONFIGS / "paper.yaml", parse_overrides([
+        "--model.name_or_path", str(ROBERTA), "--model.head", head, "--model.head_rank", str(rank)]))
+    b = budget.estimate(config, AG_NEWS_LABELS)
+    assert (b.lora, b.head, b.other) == (387_072, expected, 0)
+
+
+@pytest.mark.parametrize("head, expected", [
+    ("default", (32 * 32 + 32) + (32 * 3 + 3)),  # BERT: pooler dense + classifier
+    ("linear", 32 * 3 + 3),  # no pooler: the first token's hidden state goes straight to the classifier
+    ("lowrank", (32 * 4 + 4 * 32 + 32) + (32 * 3 + 3)),
+])
+def test_head_types_on_a_bert_layout(tmp_path, head, expected):
+    from transformers import BertConfig
+
+    BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+               intermediate_size=64).save_pretrained(tmp_path)
+    config = Config()
+    config.model.name_or_path, config.model.init, config.model.head, config.model.head_rank = \
+        str(tmp_path), "random", head, 4
+    config.lora.target_modules = ["query"]
+    b = budget.estimate(config, ["a", "b", "c"])
+    assert b.head == expected
+    model = build_model(config.model, config.lora, ["a", "b", "c"])
+    assert budget.count(model, config.budget.max_trainable) == b
+    logits = model(input_ids=torch.tensor([[2, 5, 7, 3]])).logits
+    assert logits.shape == (1, 3)

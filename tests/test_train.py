@@ -55,10 +55,12 @@ def test_train_writes_a_complete_run_folder(tmp_path, tiny_model_dir, small_csv)
     assert summary["test"]["count"] == 16
 
 
-def test_saved_best_adapter_reproduces_the_best_validation(tmp_path, tiny_model_dir, small_csv):
+@pytest.mark.parametrize("head", ["default", "linear", "lowrank"])
+def test_saved_best_adapter_reproduces_the_best_validation(tmp_path, tiny_model_dir, small_csv, head):
     out = tmp_path / "run"
-    # fp32, unmerged: the reload must reproduce the recorded loss to 1e-5.
+    # fp32, unmerged: the reload must reproduce the recorded loss to 1e-5, whatever the head.
     config = tiny_config(tiny_model_dir, small_csv, metric_for_best="loss", precision="fp32")
+    config.model.head, config.model.head_rank = head, 3
     summary = train(config, out, log=lambda _: None)
     trained = run.load(out, merge=False)
     from loraclf.data import load_splits

@@ -9,7 +9,7 @@ from transformers import AutoModelForSequenceClassification
 
 from loraclf.config import Config
 from loraclf.errors import UserError
-from loraclf.model import load_base_config, wrap_with_lora
+from loraclf.model import apply_head, load_base_config, wrap_with_lora
 
 
 @dataclass
@@ -62,7 +62,7 @@ def estimate(config: Config, label_names: list[str]) -> Breakdown:
         base = AutoModelForSequenceClassification.from_config(
             base_config, trust_remote_code=config.model.trust_remote_code
         )
-        model = wrap_with_lora(base, config.lora)
+        model = wrap_with_lora(apply_head(base, config.model.head, config.model.head_rank), config.lora)
     return count(model, config.budget.max_trainable)
 
 
@@ -70,5 +70,6 @@ def enforce(breakdown: Breakdown) -> None:
     if breakdown.over_by > 0:
         raise UserError(
             f"over budget by {breakdown.over_by:,} trainable parameters: {breakdown.describe()}; "
-            "lower lora.r, target fewer modules, or raise budget.max_trainable"
+            "lower lora.r, target fewer modules, use a smaller model.head (lowrank or linear), "
+            "or raise budget.max_trainable"
         )

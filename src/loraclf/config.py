@@ -38,9 +38,17 @@ class ModelConfig:
     # Override the encoder's own dropout rates (hidden and attention); null keeps
     # them. On CPU, dropout's random masks cost about a third of a training step.
     dropout: float | None = None
+    # Classification head: default (the model's own; RoBERTa: dense 768x768 + out_proj),
+    # linear (one linear layer on the first token's hidden state), or lowrank (the
+    # head's dense layer factored through head_rank dimensions).
+    head: str = "default"
+    head_rank: int = 16
 
     def validate(self) -> None:
         _choice("model.init", self.init, ("pretrained", "random"))
+        _choice("model.head", self.head, ("default", "linear", "lowrank"))
+        if self.head_rank < 1:
+            raise UserError(f"config model.head_rank: must be at least 1, got {self.head_rank}")
         _choice("model.attn_implementation", self.attn_implementation, ("fast", "sdpa", "eager"))
         if self.dropout is not None and not 0 <= self.dropout < 1:
             raise UserError(f"config model.dropout: must be in [0, 1) or null, got {self.dropout}")

@@ -101,6 +101,63 @@ def head_module_names(model: PreTrainedModel) -> list[str]:
     return names
 
 
+class FirstTokenLinear(torch.nn.Module):
+    """The `linear` head: dropout, then one linear layer on the first token's hidden state."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float):
+        super().__init__()
+        self.dropout = torch.nn.Dropout(dropout)
+        self.out_proj = torch.nn.Linear(hidden_size, num_labels)
+
+    def forward(self, features: torch.Tensor, **kwargs) -> torch.Tensor:
+        return self.out_proj(self.dropout(features[:, 0]))
+
+
+class FirstToken(torch.nn.Module):
+    """A pooler without parameters: the first token's hidden state, as it is."""
+
+    def forward(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        return hidden_states[:, 0]
+
+
+def low_rank(dense: torch.nn.Linear, rank: int) -> torch.nn.Sequential:
+    """`dense` factored as (in -> rank, no bias) then (rank -> out, with bias)."""
+    return torch.nn.Sequential(torch.nn.Linear(dense.in_features, rank, bias=False),
+                               torch.nn.Linear(rank, dense.out_features))
+
+
+def apply_head(model: PreTrainedModel, kind: str, rank: int) -> PreTrainedModel:
+    """Swap the model's own head for the `linear` or `lowrank` one (`default` keeps it).
+
+    Two head layouts are known: RoBERTa's (classifier = dense + tanh + out_proj
+    on the first token) and BERT's (pooler = dense + tanh on the first token,
+    then classifier = one linear layer).
+    """
+    if kind == "default":
+        return model
+    classifier = getattr(model, "classifier", None)
+    encoder = getattr(model, model.base_model_prefix, None)
+    pooler = getattr(encoder, "pooler", None)
+    if isinstance(getattr(classifier, "dense", None), torch.nn.Linear) and \
+            isinstance(getattr(classifier, "out_proj", None), torch.nn.Linear):
+        if kind == "linear":
+            dropout = getattr(getattr(classifier, "dropout", None), "p", 0.0)
+            model.classifier = FirstTokenLinear(classifier.dense.in_features, classifier.out_proj.out_features,
+                                                dropout)
+        else:
+            classifier.dense = low_rank(classifier.dense, rank)
+    elif isinstance(getattr(pooler, "dense", None), torch.nn.Linear) and isinstance(classifier, torch.nn.Linear):
+        if kind == "linear":
+            encoder.pooler = FirstToken()
+        else:
+            pooler.dense = low_rank(pooler.dense, rank)
+    else:
+        raise UserError(f"config model.head {kind}: {type(model).__name__} has neither a RoBERTa-style head "
+                        "(classifier.dense + classifier.out_proj) nor a BERT-style pooler + classifier; "
+                        "use model.head default")
+    return model
+
+
 def peft_config(lora: LoraSettings, head_modules: list[str]) -> LoraConfig:
     return LoraConfig(
         task_type=TaskType.SEQ_CLS,
@@ -138,6 +195,10 @@ def build_base(model_cfg: ModelConfig, label_names: list[str], base_folder: Path
     `base_folder` (a run's saved random base) takes precedence over the config,
     so a run trained on random weights is evaluated on the same weights.
     """
+    return apply_head(_build_encoder(model_cfg, label_names, base_folder), model_cfg.head, model_cfg.head_rank)
+
+
+def _build_encoder(model_cfg: ModelConfig, label_names: list[str], base_folder: Path | None) -> PreTrainedModel:
     config = load_base_config(model_cfg, label_names)
     attention = speed.ATTENTION_NAME if model_cfg.attn_implementation == "fast" else model_cfg.attn_implementation
     if base_folder is not None:
