@@ -115,7 +115,7 @@ def test_no_weight_decay_on_bias_and_layernorm(tiny_model_dir):
     config.model.name_or_path, config.model.init = str(tiny_model_dir), "random"
     config.lora.bias = "all"
     model = build_model(config.model, config.lora, ["a", "b"])
-    decay, plain = param_groups(model, 0.1)
+    decay, plain = param_groups(model, 0.1, 1e-3)
     names = {id(p): n for n, p in model.named_parameters()}
     assert all(names[id(p)].endswith("weight") and "LayerNorm" not in names[id(p)] for p in decay["params"])
     assert any(names[id(p)].endswith("bias") for p in plain["params"])

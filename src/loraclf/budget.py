@@ -12,6 +12,10 @@ from loraclf.errors import UserError
 from loraclf.model import apply_head, load_base_config, wrap_with_lora
 
 
+# Names of adapter tensors: LoRA's A/B (and DoRA's magnitudes, AdaLoRA's E), VeRA's and IA3's vectors.
+ADAPTER_MARKERS = ("lora_", "vera_lambda_", "ia3_l")
+
+
 @dataclass
 class Breakdown:
     trainable: int
@@ -46,7 +50,7 @@ def count(model: torch.nn.Module, max_trainable: int) -> Breakdown:
             continue  # PEFT's frozen copy of the head, kept only to unload the adapter
         if not param.requires_grad:
             frozen += n
-        elif "lora_" in name:
+        elif any(marker in name for marker in ADAPTER_MARKERS):
             lora += n
         elif ".modules_to_save." in name:
             head += n

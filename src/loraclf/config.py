@@ -112,8 +112,36 @@ class LoraSettings:
     dropout: float = 0.0
     bias: str = "none"
     target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value"])
+    # PEFT method: lora, vera (shared frozen random projections, trained scaling vectors),
+    # ia3 (trained rescaling vectors) or adalora (ranks pruned from r towards r/2 as it trains).
+    method: str = "lora"
+    # LoRA switches: rank-stabilised scaling alpha/sqrt(r) (rsLoRA); DoRA's magnitude vectors.
+    use_rslora: bool = False
+    use_dora: bool = False
+    # LoRA+: the B matrices learn at this multiple of train.lr (0 = off; its paper suggests 16).
+    plus_ratio: float = 0.0
+    # Adapt only these encoder layers, counted from 0 (null = all).
+    layers: list[int] | None = None
+    # Per-module ranks overriding r, e.g. {value: 16} (module-name pattern -> rank).
+    rank_pattern: dict[str, int] | None = None
 
     def validate(self) -> None:
+        _choice("lora.method", self.method, ("lora", "vera", "ia3", "adalora"))
+        if self.method != "lora":
+            for key in ("use_rslora", "use_dora", "plus_ratio"):
+                if getattr(self, key):
+                    raise UserError(f"config lora.{key}: applies to lora.method lora, not {self.method}")
+            if self.rank_pattern and self.method != "adalora":
+                raise UserError(f"config lora.rank_pattern: applies to lora.method lora, not {self.method}")
+        if self.method == "ia3" and self.layers is not None:
+            raise UserError("config lora.layers: ia3 adapts every matching layer; set lora.layers null")
+        if self.plus_ratio < 0:
+            raise UserError(f"config lora.plus_ratio: must be 0 (off) or positive, got {self.plus_ratio}")
+        for name, rank in (self.rank_pattern or {}).items():
+            if rank < 1:
+                raise UserError(f"config lora.rank_pattern: rank for {name!r} must be at least 1, got {rank}")
+        if self.layers is not None and (not self.layers or min(self.layers) < 0):
+            raise UserError(f"config lora.layers: expected layer numbers from 0, got {self.layers}")
         if self.r < 1:
             raise UserError(f"config lora.r: must be at least 1, got {self.r}")
         if not 0 <= self.dropout < 1:
@@ -223,6 +251,15 @@ def _coerce(value: Any, kind: Any, key: str, origin: str) -> Any:
                 return None
         inner = [a for a in args if a is not type(None)]
         return _coerce(value, inner[0], key, origin)
+    if typing.get_origin(kind) is dict:
+        if isinstance(value, str):
+            try:
+                value = yaml.safe_load(value)
+            except yaml.YAMLError:
+                pass
+        if not isinstance(value, dict):
+            raise UserError(f"{where}: expected a mapping like {{name: value}}, got {value!r}")
+        return {str(k): _coerce(v, args[1], key, origin) for k, v in value.items()}
     if typing.get_origin(kind) is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]

@@ -6,7 +6,7 @@ import importlib.util
 from pathlib import Path
 
 import torch
-from peft import LoraConfig, PeftModel, TaskType, get_peft_model
+from peft import AdaLoraConfig, IA3Config, LoraConfig, PeftModel, TaskType, VeraConfig, get_peft_model
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -158,16 +158,25 @@ def apply_head(model: PreTrainedModel, kind: str, rank: int) -> PreTrainedModel:
     return model
 
 
-def peft_config(lora: LoraSettings, head_modules: list[str]) -> LoraConfig:
-    return LoraConfig(
-        task_type=TaskType.SEQ_CLS,
-        r=lora.r,
-        lora_alpha=lora.alpha,
-        lora_dropout=lora.dropout,
-        bias=lora.bias,
-        target_modules=list(lora.target_modules),
-        modules_to_save=head_modules,
-    )
+def peft_config(lora: LoraSettings, head_modules: list[str], total_steps: int = 1):
+    """The PEFT config for `lora.method`; `total_steps` sets AdaLoRA's rank schedule."""
+    common = dict(task_type=TaskType.SEQ_CLS, target_modules=list(lora.target_modules),
+                  modules_to_save=head_modules, layers_to_transform=lora.layers)
+    if lora.method == "vera":
+        # Projections saved with the adapter, so it loads without regenerating them.
+        return VeraConfig(r=lora.r, vera_dropout=lora.dropout, save_projection=True, **common)
+    if lora.method == "ia3":
+        # Feed-forward targets scale their input, the others their output (the IA3 paper's split).
+        feedforward = [t for t in lora.target_modules if "intermediate" in t]
+        common.pop("layers_to_transform")  # IA3 adapts every matching layer
+        return IA3Config(feedforward_modules=feedforward, **common)
+    if lora.method == "adalora":
+        return AdaLoraConfig(init_r=lora.r, target_r=max(1, lora.r // 2), lora_alpha=lora.alpha,
+                             lora_dropout=lora.dropout, bias=lora.bias, total_step=max(1, total_steps),
+                             rank_pattern=lora.rank_pattern, **common)
+    return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
+                      use_rslora=lora.use_rslora, use_dora=lora.use_dora, rank_pattern=lora.rank_pattern or {},
+                      **common)
 
 
 def _check_targets(model: PreTrainedModel, lora: LoraSettings) -> None:
@@ -184,9 +193,9 @@ def _check_targets(model: PreTrainedModel, lora: LoraSettings) -> None:
         )
 
 
-def wrap_with_lora(model: PreTrainedModel, lora: LoraSettings) -> PeftModel:
+def wrap_with_lora(model: PreTrainedModel, lora: LoraSettings, total_steps: int = 1) -> PeftModel:
     _check_targets(model, lora)
-    return get_peft_model(model, peft_config(lora, head_module_names(model)))
+    return get_peft_model(model, peft_config(lora, head_module_names(model), total_steps))
 
 
 def build_base(model_cfg: ModelConfig, label_names: list[str], base_folder: Path | None = None) -> PreTrainedModel:

@@ -184,7 +184,8 @@ def load(run_dir: str | Path, device: str = "cpu", merge: bool = True, dtype=Non
     base_folder = path / BASE_MODEL if (path / BASE_MODEL).is_dir() else None
     base = build_base(config.model, label_names, base_folder=base_folder)
     model = load_adapter(base, path / ADAPTER)
-    if merge:
+    # PEFT 0.21 cannot unload VeRA or IA3 beside a trained head (modules_to_save): they run unmerged.
+    if merge and config.lora.method not in ("vera", "ia3"):
         model = model.merge_and_unload()
         if dtype is not None:
             model = model.to(dtype)

@@ -35,17 +35,25 @@ def seed_everything(seed: int) -> None:
     torch.cuda.manual_seed_all(seed)
 
 
-def param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """Weight decay on weight matrices only: not on biases or LayerNorm, as the HF Trainer does."""
+def param_groups(model: torch.nn.Module, weight_decay: float, lr: float,
+                 plus_ratio: float = 0.0) -> list[dict[str, Any]]:
+    """Weight decay on weight matrices only: not on biases or LayerNorm, as the HF Trainer does.
+
+    With LoRA+ (`plus_ratio` > 0) the B matrices get their own groups at lr * plus_ratio.
+    """
     no_decay = set()
     for module_name, module in model.named_modules():
         if isinstance(module, torch.nn.LayerNorm) or "LayerNorm" in type(module).__name__:
             no_decay.update(f"{module_name}.{p}" for p, _ in module.named_parameters(recurse=False))
-    decay, plain = [], []
+    groups: dict[tuple[bool, bool], list[torch.nn.Parameter]] = {}
     for name, param in model.named_parameters():
         if param.requires_grad:
-            (plain if name in no_decay or name.endswith("bias") else decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": plain, "weight_decay": 0.0}]
+            decays = not (name in no_decay or name.endswith("bias"))
+            faster = plus_ratio > 0 and ".lora_B." in name
+            groups.setdefault((decays, faster), []).append(param)
+    return [{"params": params, "weight_decay": weight_decay if decays else 0.0,
+             "lr": lr * plus_ratio if faster else lr}
+            for (decays, faster), params in sorted(groups.items(), key=lambda item: (not item[0][0], item[0][1]))]
 
 
 def crash_point(kind: str, step: int) -> None:
@@ -96,27 +104,6 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
         f"test {len(splits.test) if splits.test else 0:,}; classes {label_names}")
     log(planned.describe())
 
-    if resume_from is None:
-        base = build_base(config.model, label_names)
-        run.create(out)
-        run.clear(out)
-        save_config(config, out / run.CONFIG)
-        run.write_json(out / run.LABELS, {"label_names": label_names})
-        run.replace_folder(out / run.TOKENIZER, tokenizer.save_pretrained)
-        if config.model.init == "random":
-            # Random weights are part of the result: evaluate and predict need the same ones.
-            run.replace_folder(out / run.BASE_MODEL, base.save_pretrained)
-    else:
-        saved_base = out / run.BASE_MODEL
-        base = build_base(config.model, label_names, base_folder=saved_base if saved_base.is_dir() else None)
-    model = wrap_with_lora(base, config.lora).to(device)
-    if tc.fast_dropout and device.type == "cpu":
-        speed.use_fast_dropout(model)
-    actual = budget.count(model, config.budget.max_trainable)
-    assert actual == planned, f"meta-device count {planned} differs from the built model {actual}"
-    if resume_from is None:
-        run.write_json(out / run.BUDGET, actual.to_dict())
-
     train_set = Encoded(splits.train.input_ids, splits.train.labels)
     val_set = Encoded(splits.val.input_ids, splits.val.labels)
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
@@ -133,7 +120,29 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
     if tc.max_steps:
         total_steps = min(total_steps, tc.max_steps)
 
-    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay), lr=tc.lr, fused=device.type == "cuda")
+    if resume_from is None:
+        base = build_base(config.model, label_names)
+        run.create(out)
+        run.clear(out)
+        save_config(config, out / run.CONFIG)
+        run.write_json(out / run.LABELS, {"label_names": label_names})
+        run.replace_folder(out / run.TOKENIZER, tokenizer.save_pretrained)
+        if config.model.init == "random":
+            # Random weights are part of the result: evaluate and predict need the same ones.
+            run.replace_folder(out / run.BASE_MODEL, base.save_pretrained)
+    else:
+        saved_base = out / run.BASE_MODEL
+        base = build_base(config.model, label_names, base_folder=saved_base if saved_base.is_dir() else None)
+    model = wrap_with_lora(base, config.lora, total_steps).to(device)
+    if tc.fast_dropout and device.type == "cpu":
+        speed.use_fast_dropout(model)
+    actual = budget.count(model, config.budget.max_trainable)
+    assert actual == planned, f"meta-device count {planned} differs from the built model {actual}"
+    if resume_from is None:
+        run.write_json(out / run.BUDGET, actual.to_dict())
+
+    optimizer = torch.optim.AdamW(param_groups(model, tc.weight_decay, tc.lr, config.lora.plus_ratio), lr=tc.lr,
+                                  fused=device.type == "cuda")
     scaler = grad_scaler(device, dtype)
     forward = torch.compile(model) if tc.compile else model
     scheduler = get_scheduler(tc.scheduler, optimizer, num_warmup_steps=int(tc.warmup_ratio * total_steps),
@@ -220,6 +229,8 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()
+            if config.lora.method == "adalora":
+                model.base_model.update_and_allocate(step + 1)  # prunes ranks on its schedule
             optimizer.zero_grad(set_to_none=True)
             step += 1
             finite = torch.isfinite(loss.detach()) & (torch.isfinite(norm) if check_grad_norm else True)

@@ -1,0 +1,98 @@
+"""PEFT methods and LoRA variants: exact counts, their defining numbers, and a train-save-reload round trip."""
+
+import math
+
+import pytest
+import torch
+from test_train import small_csv, tiny_config  # noqa: F401  (small_csv is a fixture)
+
+from loraclf import budget, run
+from loraclf.config import Config
+from loraclf.data import encode, load_splits
+from loraclf.errors import UserError
+from loraclf.evaluate import metrics
+from loraclf.model import build_model
+from loraclf.predict import predict_logits
+from loraclf.train import param_groups, train
+
+HIDDEN, LAYERS, R = 32, 2, 4  # the tiny RoBERTa of conftest; q, k, v targeted
+HEAD = HIDDEN * HIDDEN + HIDDEN + HIDDEN * 2 + 2  # default head, 2 classes
+
+
+def tiny(tiny_model_dir, **lora) -> Config:
+    config = Config()
+    config.model.name_or_path, config.model.init = str(tiny_model_dir), "random"
+    config.lora.r, config.lora.alpha = R, 8
+    for key, value in lora.items():
+        setattr(config.lora, key, value)
+    config.lora.validate()
+    return config
+
+
+# Adapter parameters per targeted 32x32 layer, from each method's definition.
+PER_LAYER = {
+    "lora": R * HIDDEN + HIDDEN * R,  # A (r x in) + B (out x r)
+    "dora": R * HIDDEN + HIDDEN * R + HIDDEN,  # + one magnitude per output
+    "vera": HIDDEN + R,  # lambda_b (out) + lambda_d (r); the shared projections are frozen
+    "ia3": HIDDEN,  # one scale per output
+    "adalora": R * HIDDEN + HIDDEN * R + R,  # A + B + the singular values E, at the initial rank
+}
+SETTINGS = {"lora": {}, "dora": {"use_dora": True}, "vera": {"method": "vera"}, "ia3": {"method": "ia3"},
+            "adalora": {"method": "adalora"}}
+
+
+@pytest.mark.parametrize("name", list(SETTINGS))
+def test_adapter_count_is_exact_and_the_estimate_matches_the_model(tiny_model_dir, name):
+    config = tiny(tiny_model_dir, **SETTINGS[name])
+    planned = budget.estimate(config, ["a", "b"])
+    assert (planned.lora, planned.head, planned.other) == (LAYERS * 3 * PER_LAYER[name], HEAD, 0)
+    assert budget.count(build_model(config.model, config.lora, ["a", "b"]), config.budget.max_trainable) == planned
+
+
+def test_layers_and_rank_pattern(tiny_model_dir):
+    only_first = budget.estimate(tiny(tiny_model_dir, layers=[0]), ["a", "b"])
+    assert only_first.lora == 3 * PER_LAYER["lora"]
+    patterned = budget.estimate(tiny(tiny_model_dir, rank_pattern={"value": 8}), ["a", "b"])
+    assert patterned.lora == LAYERS * (2 * PER_LAYER["lora"] + 8 * 2 * HIDDEN)
+
+
+def test_rslora_scales_by_alpha_over_sqrt_r(tiny_model_dir):
+    for rslora, expected in ((False, 8 / R), (True, 8 / math.sqrt(R))):
+        config = tiny(tiny_model_dir, use_rslora=rslora)
+        model = build_model(config.model, config.lora, ["a", "b"])
+        query = model.base_model.model.roberta.encoder.layer[0].attention.self.query
+        assert query.scaling["default"] == pytest.approx(expected)
+
+
+def test_lora_plus_gives_b_matrices_their_own_rate(tiny_model_dir):
+    config = tiny(tiny_model_dir, plus_ratio=16)
+    model = build_model(config.model, config.lora, ["a", "b"])
+    names = {id(p): n for n, p in model.named_parameters()}
+    groups = param_groups(model, 0.1, 1e-3, plus_ratio=16)
+    for group in groups:
+        is_b = {".lora_B." in names[id(p)] for p in group["params"]}
+        assert len(is_b) == 1  # no group mixes B with anything else
+        assert group["lr"] == (16e-3 if is_b == {True} else 1e-3)
+    assert sum(len(g["params"]) for g in groups) == sum(p.requires_grad for p in model.parameters())
+
+
+def test_variant_switches_belong_to_lora(tiny_model_dir):
+    with pytest.raises(UserError, match="lora.use_dora: applies to lora.method lora, not vera"):
+        tiny(tiny_model_dir, method="vera", use_dora=True)
+
+
+@pytest.mark.parametrize("name", ["dora", "vera", "ia3", "adalora"])
+def test_each_method_trains_saves_and_reloads(tmp_path, tiny_model_dir, small_csv, name):  # noqa: F811
+    config = tiny_config(tiny_model_dir, small_csv, epochs=1, metric_for_best="loss", precision="fp32")
+    for key, value in SETTINGS[name].items():
+        setattr(config.lora, key, value)
+    out = tmp_path / "run"
+    summary = train(config, out, log=lambda _: None)
+    assert summary["parameters"]["lora"] == LAYERS * 3 * PER_LAYER[name]
+    for merge in (False, True):
+        trained = run.load(out, merge=merge)
+        splits = load_splits(trained.config.data, trained.tokenizer, log=lambda _: None)
+        val = encode(trained.tokenizer, splits.val.texts, None, config.data.max_length)
+        with torch.no_grad():
+            result = metrics(splits.val.labels, predict_logits(trained.model, val, 16, 1, "cpu"), trained.label_names)
+        assert result["loss"] == pytest.approx(summary["best"]["val_loss"], abs=1e-4), merge
