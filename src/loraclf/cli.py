@@ -38,6 +38,13 @@ def _parser() -> argparse.ArgumentParser:
     budget.add_argument("--json", action="store_true", help="print one JSON object")
     budget.add_argument("--allow-pickle", action="store_true")
 
+    plan = commands.add_parser("plan", help="adapter configurations that fit a parameter budget, best first")
+    plan.add_argument("--config", help="recipe YAML whose model and data to plan for (default: built-in defaults)")
+    plan.add_argument("--budget", type=int, help="trainable-parameter budget (default: the config's)")
+    plan.add_argument("--top", type=int, default=15, help="how many to print (default 15)")
+    plan.add_argument("--json", action="store_true", help="one JSON object per configuration")
+    plan.add_argument("--allow-pickle", action="store_true")
+
     evaluate = commands.add_parser("evaluate", help="metrics of a run on a labelled file")
     evaluate.add_argument("run_dir")
     evaluate.add_argument("--data", required=True, help="labelled file (CSV, JSONL, Parquet, pickle)")
@@ -108,6 +115,37 @@ def cmd_budget(args, overrides) -> None:
     else:
         print(breakdown.describe())
         print("within budget" if breakdown.over_by <= 0 else f"OVER budget by {breakdown.over_by:,}")
+
+
+def cmd_plan(args, overrides) -> None:
+    from loraclf.config import AG_NEWS_LABELS, Config, load_config, parse_overrides
+    from loraclf.plan import candidates, exact
+
+    config = _config(args, overrides) if args.config else load_config(tree=Config().to_dict(),
+                                                                       overrides=parse_overrides(overrides))
+    if config.data.label_names or config.data.dataset != "fancyzhx/ag_news" or config.data.train_file:
+        labels = _label_names(config)
+    else:
+        labels = list(AG_NEWS_LABELS)  # the hub's AG News, without downloading it
+    limit = args.budget if args.budget is not None else config.budget.max_trainable
+    if limit < 1 or args.top < 1:
+        raise UserError("plan: --budget and --top must be positive")
+    found = candidates(config, labels, limit)
+    if not found:
+        raise UserError(f"plan: no enumerated configuration has fewer than {limit:,} trainable parameters")
+    shown = found[: args.top]
+    if not args.json:
+        print(f"{len(found):,} configurations under {limit:,} trainable parameters; the top {len(shown)} "
+              "(most adapter parameters first, then the smaller head), each re-counted exactly:")
+    for rank, candidate in enumerate(shown, 1):
+        counted = exact(config, candidate, labels)
+        assert (counted.lora, counted.head) == (candidate.adapter, candidate.head_params), (candidate, counted)
+        if args.json:
+            print(json.dumps({"rank": rank, "trainable": counted.trainable, "adapter": counted.lora,
+                              "head": counted.head, "overrides": candidate.overrides()}))
+        else:
+            print(f"{rank:>3}. {counted.trainable:>10,} = adapter {counted.lora:>9,} + head {counted.head:>7,}  "
+                  + " ".join(candidate.overrides()))
 
 
 def cmd_evaluate(args, overrides) -> None:
@@ -187,7 +225,8 @@ def _no_overrides(overrides: list[str]) -> None:
         raise UserError(f"unexpected arguments: {' '.join(overrides)}")
 
 
-COMMANDS = {"train": cmd_train, "budget": cmd_budget, "evaluate": cmd_evaluate, "predict": cmd_predict}
+COMMANDS = {"train": cmd_train, "budget": cmd_budget, "plan": cmd_plan, "evaluate": cmd_evaluate,
+            "predict": cmd_predict}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,128 @@
+"""The budget planner: which adapter configurations fit a trainable-parameter budget.
+
+From the model config alone (meta device, no weights) it enumerates method x rank
+x target modules x layer range x head type, counts each one's trainable
+parameters from the shapes of the layers it adapts, keeps those under the
+budget and ranks them: most adapter parameters first (the most capacity the
+budget buys), then the smaller head. The configurations it prints are
+re-counted exactly by building them on the meta device, as training would.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+import torch
+from transformers import AutoModelForSequenceClassification
+
+from loraclf import budget
+from loraclf.config import Config
+from loraclf.model import apply_head, head_module_names, load_base_config
+
+RANKS = {"lora": (1, 2, 4, 8, 16, 32, 64), "dora": (1, 2, 4, 8, 16, 32, 64), "adalora": (2, 4, 8, 16, 32, 64),
+         "vera": (64, 128, 256, 512, 1024), "ia3": (0,)}
+TARGET_SETS = (("query", "value"), ("query", "key", "value"), ("query", "key", "value", "attention.output.dense"),
+               ("query", "key", "value", "attention.output.dense", "intermediate.dense"))
+HEADS = (("default", 0), ("lowrank", 16), ("linear", 0))
+
+
+@dataclass
+class Candidate:
+    method: str
+    r: int
+    targets: tuple[str, ...]
+    layers: tuple[int, ...] | None  # None: every layer
+    head: str
+    head_rank: int
+    adapter: int
+    head_params: int
+
+    @property
+    def trainable(self) -> int:
+        return self.adapter + self.head_params
+
+    def overrides(self) -> list[str]:
+        args = ["--lora.method", "lora" if self.method == "dora" else self.method]
+        if self.method == "dora":
+            args += ["--lora.use_dora", "true"]
+        if self.method != "ia3":
+            args += ["--lora.r", str(self.r)]
+        args += ["--lora.target_modules", ",".join(self.targets),
+                 "--lora.layers", ",".join(map(str, self.layers)) if self.layers else "null",
+                 "--model.head", self.head]
+        if self.head == "lowrank":
+            args += ["--model.head_rank", str(self.head_rank)]
+        return args
+
+    def apply(self, config: Config) -> Config:
+        lora = dataclasses.replace(config.lora, method="lora" if self.method == "dora" else self.method,
+                                   use_dora=self.method == "dora", r=max(1, self.r), target_modules=list(self.targets),
+                                   layers=list(self.layers) if self.layers else None, use_rslora=False,
+                                   plus_ratio=config.lora.plus_ratio if self.method in ("lora", "dora") else 0.0,
+                                   rank_pattern=None)
+        model = dataclasses.replace(config.model, head=self.head, head_rank=self.head_rank)
+        return dataclasses.replace(config, lora=lora, model=model)
+
+
+def _adapter_size(method: str, r: int, fan_in: int, fan_out: int, feedforward: bool) -> int:
+    if method == "lora":
+        return r * (fan_in + fan_out)
+    if method == "dora":
+        return r * (fan_in + fan_out) + fan_out
+    if method == "adalora":
+        return r * (fan_in + fan_out) + r
+    if method == "vera":
+        return fan_out + r
+    return fan_in if feedforward else fan_out  # ia3
+
+
+def candidates(config: Config, label_names: list[str], max_trainable: int) -> list[Candidate]:
+    """Every enumerated configuration under `max_trainable`, best first."""
+    base_config = load_base_config(config.model, label_names)
+    with torch.device("meta"):
+        model = AutoModelForSequenceClassification.from_config(
+            base_config, trust_remote_code=config.model.trust_remote_code)
+    layers = getattr(base_config, "num_hidden_layers", None)
+    # Linear layers per encoder layer index, by name: (layer, name) -> (in, out).
+    linear = {}
+    for name, module in model.named_modules():
+        parts = name.split(".")
+        if isinstance(module, torch.nn.Linear) and "layer" in parts:
+            index = parts.index("layer")
+            if index + 1 < len(parts) and parts[index + 1].isdigit():
+                linear[(int(parts[index + 1]), name)] = (module.in_features, module.out_features)
+    heads = {}
+    for head, rank in HEADS:
+        with torch.device("meta"):
+            headed = apply_head(AutoModelForSequenceClassification.from_config(
+                base_config, trust_remote_code=config.model.trust_remote_code), head, rank)
+        heads[(head, rank)] = sum(p.numel() for m in head_module_names(headed)
+                                  for p in headed.get_submodule(m).parameters())
+    layer_ranges: list[tuple[int, ...] | None] = [None]
+    if layers and layers > 1:
+        layer_ranges.append(tuple(range(layers // 2, layers)))  # the upper half
+    found = []
+    for targets in TARGET_SETS:
+        matched = {key: shape for key, shape in linear.items()
+                   if any(key[1] == t or key[1].endswith(f".{t}") for t in targets)}
+        if {t for t in targets if not any(n.endswith(f".{t}") for _, n in matched)}:
+            continue  # this architecture names its layers otherwise
+        for layer_range in layer_ranges:
+            chosen = [(name, shape) for (index, name), shape in matched.items()
+                      if layer_range is None or index in layer_range]
+            for method, ranks in RANKS.items():
+                if method == "ia3" and layer_range is not None:
+                    continue  # PEFT's IA3 adapts every matching layer
+                for r in ranks:
+                    adapter = sum(_adapter_size(method, r, i, o, "intermediate" in name) for name, (i, o) in chosen)
+                    for (head, rank), head_params in heads.items():
+                        if adapter + head_params < max_trainable:
+                            found.append(Candidate(method, r, targets, layer_range, head, rank, adapter,
+                                                   head_params))
+    return sorted(found, key=lambda c: (-c.adapter, c.head_params, c.method, c.r))
+
+
+def exact(config: Config, candidate: Candidate, label_names: list[str]) -> budget.Breakdown:
+    """The candidate's count, built on the meta device exactly as training builds it."""
+    return budget.estimate(candidate.apply(config), label_names)
