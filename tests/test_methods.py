@@ -96,3 +96,31 @@ def test_each_method_trains_saves_and_reloads(tmp_path, tiny_model_dir, small_cs
         with torch.no_grad():
             result = metrics(splits.val.labels, predict_logits(trained.model, val, 16, 1, "cpu"), trained.label_names)
         assert result["loss"] == pytest.approx(summary["best"]["val_loss"], abs=1e-4), merge
+
+
+@pytest.mark.parametrize("init", ["pissa", "olora"])
+def test_pissa_and_olora_start_from_the_base_model_and_reload_on_the_original_weights(
+        tmp_path, tiny_model_dir, small_csv, init):  # noqa: F811
+    from loraclf.model import build_base, wrap_with_lora
+
+    config = tiny(tiny_model_dir, init=init)
+    ids = torch.tensor([[0, 31414, 232, 328, 2]])
+    torch.manual_seed(0)
+    base = build_base(config.model, ["a", "b"]).eval()
+    with torch.no_grad():
+        before = base(input_ids=ids).logits
+        # W is split into W_res + (alpha/r) B A: the same function until training moves A and B.
+        after = wrap_with_lora(base, config.lora).eval()(input_ids=ids).logits
+    assert torch.allclose(before, after, atol=1e-5)
+
+    config = tiny_config(tiny_model_dir, small_csv, epochs=1, metric_for_best="loss", precision="fp32")
+    config.lora.init = init
+    out = tmp_path / "run"
+    summary = train(config, out, log=lambda _: None)
+    for merge in (False, True):
+        trained = run.load(out, merge=merge)  # the original random base + the converted adapter
+        splits = load_splits(trained.config.data, trained.tokenizer, log=lambda _: None)
+        val = encode(trained.tokenizer, splits.val.texts, None, config.data.max_length)
+        with torch.no_grad():
+            result = metrics(splits.val.labels, predict_logits(trained.model, val, 16, 1, "cpu"), trained.label_names)
+        assert result["loss"] == pytest.approx(summary["best"]["val_loss"], abs=1e-4), merge

@@ -120,6 +120,10 @@ class LoraSettings:
     use_dora: bool = False
     # LoRA+: the B matrices learn at this multiple of train.lr (0 = off; its paper suggests 16).
     plus_ratio: float = 0.0
+    # LoRA initialisation: default (B = 0), pissa (A, B from the top singular vectors of W,
+    # W keeps the rest) or olora (from a QR decomposition of W). The saved adapter is
+    # converted to a plain LoRA adapter on the original weights, so it loads like any other.
+    init: str = "default"
     # Adapt only these encoder layers, counted from 0 (null = all).
     layers: list[int] | None = None
     # Per-module ranks overriding r, e.g. {value: 16} (module-name pattern -> rank).
@@ -127,9 +131,12 @@ class LoraSettings:
 
     def validate(self) -> None:
         _choice("lora.method", self.method, ("lora", "vera", "ia3", "adalora"))
+        _choice("lora.init", self.init, ("default", "pissa", "olora"))
+        if self.init != "default" and self.use_rslora and self.rank_pattern:
+            raise UserError("config lora.init: pissa and olora cannot be saved with use_rslora and rank_pattern together")
         if self.method != "lora":
-            for key in ("use_rslora", "use_dora", "plus_ratio"):
-                if getattr(self, key):
+            for key in ("use_rslora", "use_dora", "plus_ratio", "init"):
+                if getattr(self, key) and getattr(self, key) != "default":
                     raise UserError(f"config lora.{key}: applies to lora.method lora, not {self.method}")
             if self.rank_pattern and self.method != "adalora":
                 raise UserError(f"config lora.rank_pattern: applies to lora.method lora, not {self.method}")

@@ -6,7 +6,17 @@ import importlib.util
 from pathlib import Path
 
 import torch
-from peft import AdaLoraConfig, IA3Config, LoraConfig, PeftModel, TaskType, VeraConfig, get_peft_model
+from peft import (
+    AdaLoraConfig,
+    IA3Config,
+    LoraConfig,
+    PeftModel,
+    TaskType,
+    VeraConfig,
+    get_peft_model,
+    get_peft_model_state_dict,
+)
+from safetensors.torch import load_file, save_file
 from transformers import (
     AutoConfig,
     AutoModelForSequenceClassification,
@@ -174,9 +184,11 @@ def peft_config(lora: LoraSettings, head_modules: list[str], total_steps: int = 
         return AdaLoraConfig(init_r=lora.r, target_r=max(1, lora.r // 2), lora_alpha=lora.alpha,
                              lora_dropout=lora.dropout, bias=lora.bias, total_step=max(1, total_steps),
                              rank_pattern=lora.rank_pattern, **common)
+    # Full SVD for PiSSA: deterministic, so a resumed run rebuilds the same initial weights.
+    init = {"default": True, "pissa": "pissa", "olora": "olora"}[lora.init]
     return LoraConfig(r=lora.r, lora_alpha=lora.alpha, lora_dropout=lora.dropout, bias=lora.bias,
                       use_rslora=lora.use_rslora, use_dora=lora.use_dora, rank_pattern=lora.rank_pattern or {},
-                      **common)
+                      init_lora_weights=init, **common)
 
 
 def _check_targets(model: PreTrainedModel, lora: LoraSettings) -> None:
@@ -229,6 +241,22 @@ def _build_encoder(model_cfg: ModelConfig, label_names: list[str], base_folder: 
 
 def build_model(model_cfg: ModelConfig, lora: LoraSettings, label_names: list[str]) -> PeftModel:
     return wrap_with_lora(build_base(model_cfg, label_names), lora)
+
+
+def save_adapter(model: PeftModel, folder: Path, initial: Path | None = None) -> None:
+    """Save the adapter and head; with `initial` (PiSSA/OLoRA), as a plain LoRA adapter.
+
+    PEFT rewrites a PiSSA/OLoRA adapter as rank-2r LoRA on the original weights
+    (dW = BA - B0A0), but keeps only the LoRA tensors: the head trained in full is
+    put back beside them.
+    """
+    if initial is None:
+        model.save_pretrained(folder)
+        return
+    model.save_pretrained(folder, path_initial_model_for_weight_conversion=str(initial))
+    path = folder / "adapter_model.safetensors"
+    head = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model).items() if "lora_" not in k}
+    save_file(load_file(str(path)) | head, str(path), metadata={"format": "pt"})
 
 
 def load_adapter(base: PreTrainedModel, adapter_folder: Path) -> PeftModel:

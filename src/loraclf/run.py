@@ -36,6 +36,7 @@ BASE_MODEL = "base_model"
 METRICS_LOG = "metrics.jsonl"
 SUMMARY = "metrics.json"
 CHECKPOINTS = "checkpoints"
+INITIAL_ADAPTER = "adapter_init"  # PiSSA/OLoRA: the adapter before training, for the saved adapter's conversion
 
 
 def prepare(output_dir: str | Path, overwrite: bool) -> Path:
@@ -66,7 +67,7 @@ def create(path: Path) -> None:
         raise UserError(f"output {path}: cannot write there ({exc.strerror or exc})") from None
 
 
-RUN_FILES = (CONFIG, LABELS, BUDGET, ADAPTER, TOKENIZER, BASE_MODEL, METRICS_LOG, SUMMARY, CHECKPOINTS,
+RUN_FILES = (CONFIG, LABELS, BUDGET, ADAPTER, TOKENIZER, BASE_MODEL, METRICS_LOG, SUMMARY, CHECKPOINTS, INITIAL_ADAPTER,
              "test_metrics.json", "test_confusion_matrix.png")
 
 

@@ -23,7 +23,7 @@ from loraclf.config import Config, save_config
 from loraclf.data import Encoded, encode, load_splits, loader
 from loraclf.errors import UserError
 from loraclf.evaluate import metrics, plot_confusion
-from loraclf.model import build_base, load_tokenizer, wrap_with_lora
+from loraclf.model import build_base, load_tokenizer, save_adapter, wrap_with_lora
 from loraclf.predict import predict_logits
 from loraclf.runtime import autocast, autocast_dtype, grad_scaler, pick_device
 
@@ -136,6 +136,10 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
     model = wrap_with_lora(base, config.lora, total_steps).to(device)
     if tc.fast_dropout and device.type == "cpu":
         speed.use_fast_dropout(model)
+    initial_adapter = out / run.INITIAL_ADAPTER if config.lora.init != "default" else None
+    if initial_adapter is not None:
+        # PiSSA/OLoRA move part of W into the adapter; saving needs the adapter as initialised.
+        run.replace_folder(initial_adapter, model.save_pretrained)
     actual = budget.count(model, config.budget.max_trainable)
     assert actual == planned, f"meta-device count {planned} differs from the built model {actual}"
     if resume_from is None:
@@ -191,7 +195,7 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
         if improved:
             loop.update(best_value=value, best_record=record, best_step=step)
             best_state = checkpoint.trainable_state(model)
-            run.replace_folder(out / run.ADAPTER, model.save_pretrained)
+            run.replace_folder(out / run.ADAPTER, lambda folder: save_adapter(model, folder, initial_adapter))
         say(f"step {step} epoch {epoch:.2f}: val loss {result['loss']:.4f} acc {result['accuracy']:.4f} "
             f"macro-F1 {result['macro_f1']:.4f}" + (" (best)" if improved else ""))
         loop["eval_seconds"] += time.perf_counter() - eval_started
