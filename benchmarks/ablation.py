@@ -41,7 +41,7 @@ def arms(config, labels) -> dict[str, list[str]]:
     for method in ("lora", "dora", "vera", "ia3", "adalora"):
         c = found[method]
         extra = ["--lora.alpha", str(11 * c.r)] if method in ("lora", "dora", "adalora") else []
-        chosen[f"{method} r={c.r}, linear head" if method != "ia3" else "ia3, linear head"] = c.overrides() + extra
+        chosen[f"{method} r={c.r}, linear head" if method != "ia3" else "ia3, linear head"] = c.overrides(config) + extra
     return chosen
 
 

@@ -80,3 +80,10 @@ def test_saved_config_round_trips(tmp_path):
     save_config(c, tmp_path / "config.yaml")
     again = load_config(tree=yaml.safe_load((tmp_path / "config.yaml").read_text()))
     assert again == c
+
+
+def test_a_single_number_is_a_one_item_list():
+    from loraclf.config import load_config, parse_overrides
+
+    assert load_config(overrides=parse_overrides(["--lora.layers", "11"])).lora.layers == [11]
+    assert load_config(overrides=parse_overrides(["--lora.layers", "10,11"])).lora.layers == [10, 11]

@@ -47,6 +47,25 @@ def csv_text(header: list[str], records: list[list]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def good_csv() -> str:
+    return csv_text(["text", "label"], [[t, y] for t, y in rows()])
+
+
+def with_cell(f, m, row: int, column: int, value, labels_as_names: bool = False) -> list[str]:
+    """Train on the good CSV with one cell (0-based data row, column) replaced."""
+    names = ["World", "Sports", "Business", "Sci/Tech"]
+    records = [[t, names[y] if labels_as_names else y] for t, y in rows()]
+    records[row][column] = value
+    return train_on(f, m, csv_text(["text", "label"], records))
+
+
+def with_line(f, m, line: int, text: str) -> list[str]:
+    """Train on the good CSV with one whole line (0-based, the header is line 0) replaced."""
+    body = good_csv().splitlines()
+    body[line] = text
+    return train_on(f, m, "\n".join(body) + "\n")
+
+
 # Each case: (id, what the user did, setup(folder, model_dir, finished_run) -> argv, fragments of the message).
 def _missing_file(f, m, r):
     return ["train", "--config", str(recipe(f, m, f / "nowhere.csv")), "--output-dir", str(f / "run")]
@@ -75,44 +94,32 @@ def _canonical_extra_column(f, m, r):
 
 
 def _label_out_of_range(f, m, r):
-    records = [[t, y] for t, y in rows()]
-    records[7][1] = 7
-    return train_on(f, m, csv_text(["text", "label"], records))
+    return with_cell(f, m, 7, 1, 7)
 
 
 def _unknown_label_string(f, m, r):
-    records = [[t, ["World", "Sports", "Business", "Sci/Tech"][y]] for t, y in rows()]
-    records[5][1] = "Politics"
-    return train_on(f, m, csv_text(["text", "label"], records))
+    return with_cell(f, m, 5, 1, "Politics", labels_as_names=True)
 
 
 def _nan_text(f, m, r):
-    body = csv_text(["text", "label"], [[t, y] for t, y in rows()]).splitlines()
-    body[4] = ",2"
-    return train_on(f, m, "\n".join(body) + "\n")
+    return with_line(f, m, 4, ",2")
 
 
 def _empty_text(f, m, r):
-    records = [[t, y] for t, y in rows()]
-    records[9][0] = "   "
-    return train_on(f, m, csv_text(["text", "label"], records))
+    return with_cell(f, m, 9, 0, "   ")
 
 
 def _non_utf8(f, m, r):
-    body = csv_text(["text", "label"], [[t, y] for t, y in rows()]).encode("utf-8")
+    body = good_csv().encode("utf-8")
     return train_on(f, m, body.replace(b"Item 3:", b"Item \xff\xfe3:"))
 
 
 def _huge_row(f, m, r):
-    records = [[t, y] for t, y in rows()]
-    records[2][0] = "x" * (10 * 2**20)
-    return train_on(f, m, csv_text(["text", "label"], records))
+    return with_cell(f, m, 2, 0, "x" * (10 * 2**20))
 
 
 def _unclosed_quote(f, m, r):
-    body = csv_text(["text", "label"], [[t, y] for t, y in rows()]).splitlines()
-    body[3] = '"An unclosed quote, 1'
-    return train_on(f, m, "\n".join(body) + "\n")
+    return with_line(f, m, 3, '"An unclosed quote, 1')
 
 
 def _binary_csv(f, m, r):
@@ -130,11 +137,11 @@ def _unknown_format(f, m, r):
 
 
 def _unknown_config_key(f, m, r):
-    return train_on(f, m, csv_text(["text", "label"], [[t, y] for t, y in rows()]), "train.csv", "--train.lrr", "1")
+    return train_on(f, m, good_csv(), "train.csv", "--train.lrr", "1")
 
 
 def _mistyped_config_value(f, m, r):
-    return train_on(f, m, csv_text(["text", "label"], [[t, y] for t, y in rows()]), "train.csv",
+    return train_on(f, m, good_csv(), "train.csv",
                     "--train.epochs", "three")
 
 
@@ -149,7 +156,7 @@ def _broken_yaml(f, m, r):
 
 
 def _over_budget(f, m, r):
-    return train_on(f, m, csv_text(["text", "label"], [[t, y] for t, y in rows()]), "train.csv",
+    return train_on(f, m, good_csv(), "train.csv",
                     "--budget.max_trainable", "1000")
 
 

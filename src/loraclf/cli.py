@@ -142,10 +142,10 @@ def cmd_plan(args, overrides) -> None:
         assert (counted.lora, counted.head) == (candidate.adapter, candidate.head_params), (candidate, counted)
         if args.json:
             print(json.dumps({"rank": rank, "trainable": counted.trainable, "adapter": counted.lora,
-                              "head": counted.head, "overrides": candidate.overrides()}))
+                              "head": counted.head, "overrides": candidate.overrides(config)}))
         else:
             print(f"{rank:>3}. {counted.trainable:>10,} = adapter {counted.lora:>9,} + head {counted.head:>7,}  "
-                  + " ".join(candidate.overrides()))
+                  + " ".join(candidate.overrides(config)))
 
 
 def cmd_evaluate(args, overrides) -> None:

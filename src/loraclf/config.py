@@ -270,6 +270,8 @@ def _coerce(value: Any, kind: Any, key: str, origin: str) -> Any:
     if typing.get_origin(kind) is list:
         if isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = [value]  # `--lora.layers 11` reads as the number 11: a one-item list
         if not isinstance(value, (list, tuple)):
             raise UserError(f"{where}: expected a list, got {value!r}")
         return [_coerce(v, args[0], key, origin) for v in value]

@@ -10,14 +10,13 @@ re-counted exactly by building them on the meta device, as training would.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
 from transformers import AutoModelForSequenceClassification
 
 from loraclf import budget
-from loraclf.config import Config
+from loraclf.config import Config, load_config, parse_overrides
 from loraclf.model import apply_head, head_module_names, load_base_config
 
 RANKS = {"lora": (1, 2, 4, 8, 16, 32, 64), "dora": (1, 2, 4, 8, 16, 32, 64), "adalora": (2, 4, 8, 16, 32, 64),
@@ -42,10 +41,9 @@ class Candidate:
     def trainable(self) -> int:
         return self.adapter + self.head_params
 
-    def overrides(self) -> list[str]:
+    def overrides(self, config: Config) -> list[str]:
+        """Command-line overrides that turn `config` into this configuration."""
         args = ["--lora.method", "lora" if self.method == "dora" else self.method]
-        if self.method == "dora":
-            args += ["--lora.use_dora", "true"]
         if self.method != "ia3":
             args += ["--lora.r", str(self.r)]
         args += ["--lora.target_modules", ",".join(self.targets),
@@ -53,16 +51,16 @@ class Candidate:
                  "--model.head", self.head]
         if self.head == "lowrank":
             args += ["--model.head_rank", str(self.head_rank)]
+        # Switches the counts assume: printed only where `config` has them otherwise.
+        lora_family = self.method in ("lora", "dora")
+        wanted = {"use_dora": self.method == "dora", "use_rslora": config.lora.use_rslora and lora_family,
+                  "plus_ratio": config.lora.plus_ratio if lora_family else 0.0,
+                  "init": config.lora.init if lora_family else "default", "rank_pattern": None}
+        for key, value in wanted.items():
+            if getattr(config.lora, key) != value:
+                text = "null" if value is None else str(value).lower() if isinstance(value, bool) else str(value)
+                args += [f"--lora.{key}", text]
         return args
-
-    def apply(self, config: Config) -> Config:
-        lora = dataclasses.replace(config.lora, method="lora" if self.method == "dora" else self.method,
-                                   use_dora=self.method == "dora", r=max(1, self.r), target_modules=list(self.targets),
-                                   layers=list(self.layers) if self.layers else None, use_rslora=False,
-                                   plus_ratio=config.lora.plus_ratio if self.method in ("lora", "dora") else 0.0,
-                                   rank_pattern=None)
-        model = dataclasses.replace(config.model, head=self.head, head_rank=self.head_rank)
-        return dataclasses.replace(config, lora=lora, model=model)
 
 
 def _adapter_size(method: str, r: int, fan_in: int, fan_out: int, feedforward: bool) -> int:
@@ -124,5 +122,6 @@ def candidates(config: Config, label_names: list[str], max_trainable: int) -> li
 
 
 def exact(config: Config, candidate: Candidate, label_names: list[str]) -> budget.Breakdown:
-    """The candidate's count, built on the meta device exactly as training builds it."""
-    return budget.estimate(candidate.apply(config), label_names)
+    """The count of `config` with the candidate's printed overrides, built on the meta device as training does."""
+    planned = load_config(tree=config.to_dict(), overrides=parse_overrides(candidate.overrides(config)))
+    return budget.estimate(planned, label_names)
