@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-from transformers import AutoModelForSequenceClassification
 
 from loraclf.config import Config
 from loraclf.errors import UserError
-from loraclf.model import apply_head, load_base_config, wrap_with_lora
+from loraclf.model import meta_model, apply_head, wrap_with_lora
+from loraclf.quantize import logical_numel
 
 
 # Names of adapter tensors: LoRA's A/B (and DoRA's magnitudes, AdaLoRA's E), VeRA's and IA3's vectors.
@@ -45,7 +45,7 @@ def count(model: torch.nn.Module, max_trainable: int) -> Breakdown:
     """Split the parameters of a PEFT-wrapped model into LoRA, head (modules_to_save), other and frozen."""
     lora = head = other = frozen = 0
     for name, param in model.named_parameters():
-        n = param.numel()
+        n = logical_numel(param)  # a quantized base counts the weights it stands for
         if ".original_module." in name:
             continue  # PEFT's frozen copy of the head, kept only to unload the adapter
         if not param.requires_grad:
@@ -60,12 +60,12 @@ def count(model: torch.nn.Module, max_trainable: int) -> Breakdown:
 
 
 def estimate(config: Config, label_names: list[str]) -> Breakdown:
-    """The breakdown the recipe will train, built on the meta device: no weights are read or allocated."""
-    base_config = load_base_config(config.model, label_names)
+    """The breakdown the recipe will train, built on the meta device: no weights are read or allocated.
+
+    Quantization changes how frozen weights are stored, not how many there are: the count is the same.
+    """
+    base = meta_model(config.model, label_names)
     with torch.device("meta"):
-        base = AutoModelForSequenceClassification.from_config(
-            base_config, trust_remote_code=config.model.trust_remote_code
-        )
         model = wrap_with_lora(apply_head(base, config.model.head, config.model.head_rank), config.lora)
     return count(model, config.budget.max_trainable)
 

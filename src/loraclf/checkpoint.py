@@ -51,10 +51,16 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
-def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def rng_tensors() -> dict[str, torch.Tensor]:
+    """This process's torch generator states (CPU, and each CUDA device)."""
     tensors = {"torch_cpu": torch.get_rng_state()}
     if torch.cuda.is_available():
         tensors |= {f"torch_cuda_{i}": s for i, s in enumerate(torch.cuda.get_rng_state_all())}
+    return tensors
+
+
+def _rng_state() -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    tensors = rng_tensors()
     kind, keys, pos, has_gauss, gauss = np.random.get_state()
     version, internal, gauss_next = random.getstate()
     return tensors, {"numpy": [kind, keys.tolist(), pos, has_gauss, gauss],
@@ -106,8 +112,13 @@ def latest(run_dir: Path) -> Path | None:
 
 def save(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
          scaler: torch.amp.GradScaler, best_state: dict[str, torch.Tensor], loop_state: dict[str, Any],
-         keep: int, keep_step: int | None = None, crash_hook=None) -> Path:
-    """Write checkpoint `step` atomically, then prune to the last `keep` (plus `keep_step`, the best)."""
+         keep: int, keep_step: int | None = None, crash_hook=None,
+         rng_by_rank: list[dict[str, torch.Tensor]] | None = None) -> Path:
+    """Write checkpoint `step` atomically, then prune to the last `keep` (plus `keep_step`, the best).
+
+    `rng_by_rank`: in data-parallel training, every process's `rng_tensors()`,
+    saved as "rank<N>.<name>" beside this process's own.
+    """
     root = run_dir / FOLDER
     root.mkdir(exist_ok=True)
     target = root / f"{PREFIX}{step:06d}"
@@ -119,8 +130,10 @@ def save(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.opti
             crash_hook("checkpoint-write", step)
         optimizer_tensors, groups = _optimizer_state(optimizer)
         _save_tensors(optimizer_tensors, tmp / "optimizer.safetensors")
-        rng_tensors, rng_states = _rng_state()
-        _save_tensors(rng_tensors, tmp / "rng.safetensors")
+        rng, rng_states = _rng_state()
+        for rank, tensors in enumerate(rng_by_rank or []):
+            rng |= {f"rank{rank}.{name}": value for name, value in tensors.items()}
+        _save_tensors(rng, tmp / "rng.safetensors")
         state = {"step": step, "loop": loop_state, "optimizer_groups": groups, "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict(), "rng": rng_states}
         (tmp / STATE).write_text(json.dumps(state), encoding="utf-8")
@@ -153,8 +166,11 @@ def _prune(root: Path, keep: int, keep_step: int | None) -> None:
 
 
 def restore(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
-            scaler: torch.amp.GradScaler) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
-    """Load checkpoint `folder` into the objects; return (loop state, best trainable tensors)."""
+            scaler: torch.amp.GradScaler, rank: int = 0) -> tuple[dict[str, Any], dict[str, torch.Tensor]]:
+    """Load checkpoint `folder` into the objects; return (loop state, best trainable tensors).
+
+    `rank`: the data-parallel process restoring, whose own generator states are restored.
+    """
     try:
         state = json.loads((folder / STATE).read_text(encoding="utf-8"))
         trainable = load_file(str(folder / "trainable.safetensors"))
@@ -178,5 +194,7 @@ def restore(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimiz
     scheduler.load_state_dict(state["scheduler"])
     if state["scaler"]:
         scaler.load_state_dict(state["scaler"])
-    _set_rng_state(rng_tensors, state["rng"])
+    own = {name.removeprefix(f"rank{rank}."): value for name, value in rng_tensors.items()
+           if name.startswith(f"rank{rank}.")}
+    _set_rng_state(rng_tensors | own, state["rng"])
     return state["loop"], {k: v.to(device) for k, v in best.items()}

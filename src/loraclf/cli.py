@@ -51,6 +51,8 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--output", help="metrics JSON (default: RUN_DIR/eval_<data>.json); a PNG goes beside")
     evaluate.add_argument("--batch-size", type=int, default=32)
     evaluate.add_argument("--allow-pickle", action="store_true")
+    evaluate.add_argument("--unquantized", action="store_true",
+                          help="a run trained on a quantized base: load the adapter onto the full-precision base")
 
     predict = commands.add_parser("predict", help="labels and probabilities for texts")
     predict.add_argument("run_dir")
@@ -61,6 +63,8 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--text-column", help="column holding the texts (default: the run's)")
     predict.add_argument("--batch-size", type=int, default=32)
     predict.add_argument("--allow-pickle", action="store_true")
+    predict.add_argument("--unquantized", action="store_true",
+                         help="a run trained on a quantized base: load the adapter onto the full-precision base")
     return parser
 
 
@@ -161,7 +165,7 @@ def cmd_evaluate(args, overrides) -> None:
     table = read_file(args.data, data.text_column, data.label_column, args.allow_pickle)
     labels = encode_labels(table, label_names, data.label_column)
     device, dtype = _runtime(config)
-    trained = run.load(args.run_dir, device, dtype=dtype)
+    trained = run.load(args.run_dir, device, dtype=dtype, quantized=not args.unquantized)
     encoded = encode(trained.tokenizer, table.texts, None, data.max_length)
     logits = predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, device, dtype)
     result = metrics(labels, logits, trained.label_names) | {"data": str(args.data), "run": str(trained.path)}
@@ -199,7 +203,7 @@ def cmd_predict(args, overrides) -> None:
         table = Table("arguments" if args.texts else "stdin", texts, None)
         check_texts(table)
     device, dtype = _runtime(config)
-    trained = run.load(args.run_dir, device, dtype=dtype)
+    trained = run.load(args.run_dir, device, dtype=dtype, quantized=not args.unquantized)
     encoded = encode(trained.tokenizer, table.texts, None, config.data.max_length)
     logits = predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, device, dtype)
     probs = softmax(logits)
@@ -234,6 +238,9 @@ def main(argv: list[str] | None = None) -> int:
     warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         args, overrides = _parser().parse_known_args(argv)
+        from loraclf.quantize import quiet_bitsandbytes
+
+        quiet_bitsandbytes()
         from huggingface_hub.utils import logging as hub_logging
         from transformers.utils import logging as hf_logging
 

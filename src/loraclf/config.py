@@ -186,6 +186,9 @@ class TrainConfig:
     # with native bf16; fp32 elsewhere. Or bf16, fp16, fp32.
     precision: str = "auto"
     compile: bool = False
+    # Recompute activations in the backward pass instead of keeping them: less
+    # memory (longer texts, bigger batches) for about a third more compute.
+    gradient_checkpointing: bool = False
     # On CPU, draw dropout masks from geometric gaps (same distribution, far fewer
     # random numbers; see speed.py). No effect on CUDA.
     fast_dropout: bool = True
@@ -220,6 +223,30 @@ class TrainConfig:
 
 
 @dataclass
+class QuantizationConfig:
+    # 0: the base loads in full precision. 4 or 8: its frozen linear layers load
+    # through bitsandbytes (QLoRA); the head, LayerNorms and the adapter stay fp32.
+    bits: int = 0
+    # 4-bit only: nf4 (normal-float, the QLoRA paper's) or fp4; double_quant also
+    # quantizes the per-block scales (about 0.4 bits per weight saved).
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    # The dtype the 4-bit matmuls run in: auto follows train.precision (bf16 where
+    # that autocasts to bf16, else fp16 on CUDA, else fp32).
+    compute_dtype: str = "auto"
+    # Store the frozen word embeddings as int8 rows with one scale each: they are a
+    # third (roberta-base) to half (MiniLM) of an encoder's weights and bitsandbytes
+    # leaves them in full precision.
+    embeddings: bool = True
+
+    def validate(self) -> None:
+        if self.bits not in (0, 4, 8):
+            raise UserError(f"config quantization.bits: expected 0 (off), 4 or 8, got {self.bits}")
+        _choice("quantization.quant_type", self.quant_type, ("nf4", "fp4"))
+        _choice("quantization.compute_dtype", self.compute_dtype, ("auto", "bf16", "fp16", "fp32"))
+
+
+@dataclass
 class BudgetConfig:
     max_trainable: int = 1_000_000
 
@@ -230,6 +257,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
+    quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
     def validate(self) -> None:
@@ -237,6 +265,9 @@ class Config:
             check = getattr(getattr(self, section.name), "validate", None)
             if check:
                 check()
+        if self.quantization.bits and self.lora.init != "default":
+            raise UserError(f"config lora.init {self.lora.init}: needs the full-precision weights to decompose; "
+                            "not with quantization.bits (use lora.init default)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -327,7 +358,7 @@ def _apply(config: Config, key: str, value: Any, origin: str) -> None:
 
 def _flatten(tree: Any, origin: str) -> dict[str, Any]:
     if not isinstance(tree, dict):
-        raise UserError(f"{origin}: expected a mapping of sections (model, data, lora, train, budget)")
+        raise UserError(f"{origin}: expected a mapping of sections (model, data, lora, train, quantization, budget)")
     flat: dict[str, Any] = {}
     for section, values in tree.items():
         if not isinstance(values, dict):

@@ -565,7 +565,10 @@ class Batches:
 
     def iterate(self, start: int = 0):
         for indices in self.batches[start:]:
-            yield self.pad([self.data[i] for i in indices])
+            yield self.collate(indices)
+
+    def collate(self, indices: list[int]) -> dict:
+        return self.pad([self.data[i] for i in indices])
 
 
 def loader(data: Encoded, batch_size: int, pad_id: int, shuffle: bool = False, seed: int = 0,

@@ -26,8 +26,8 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from loraclf import speed
-from loraclf.config import LoraSettings, ModelConfig
+from loraclf import quantize, speed
+from loraclf.config import LoraSettings, ModelConfig, QuantizationConfig
 from loraclf.errors import UserError
 
 PACKAGE_PREFIX = "package:"
@@ -210,21 +210,44 @@ def wrap_with_lora(model: PreTrainedModel, lora: LoraSettings, total_steps: int 
     return get_peft_model(model, peft_config(lora, head_module_names(model), total_steps))
 
 
-def build_base(model_cfg: ModelConfig, label_names: list[str], base_folder: Path | None = None) -> PreTrainedModel:
+def build_base(model_cfg: ModelConfig, label_names: list[str], base_folder: Path | None = None,
+               quantization: QuantizationConfig | None = None, device: torch.device | None = None,
+               autocast: torch.dtype | None = None) -> PreTrainedModel:
     """The encoder with a fresh head for `label_names`.
 
     `base_folder` (a run's saved random base) takes precedence over the config,
     so a run trained on random weights is evaluated on the same weights.
+    With `quantization.bits`, the encoder's linear layers load 4- or 8-bit on
+    `device` (and its word embeddings as int8); the head stays in full precision.
     """
-    return apply_head(_build_encoder(model_cfg, label_names, base_folder), model_cfg.head, model_cfg.head_rank)
+    quantized = quantization is not None and quantization.bits > 0
+    extra = {}
+    if quantized:
+        if base_folder is None and model_cfg.init == "random":
+            raise ValueError("a quantized random base loads from the run's saved base_model folder")
+        quantize.check_available(device or torch.device("cpu"))
+        keep = head_module_names(meta_model(model_cfg, label_names))
+        extra = quantize.load_kwargs(quantization, keep, device or torch.device("cpu"), autocast)
+    encoder = _build_encoder(model_cfg, label_names, base_folder, extra)
+    if quantized and quantization.embeddings:
+        quantize.quantize_embeddings(encoder)
+    return apply_head(encoder, model_cfg.head, model_cfg.head_rank)
 
 
-def _build_encoder(model_cfg: ModelConfig, label_names: list[str], base_folder: Path | None) -> PreTrainedModel:
+def meta_model(model_cfg: ModelConfig, label_names: list[str]) -> PreTrainedModel:
+    """The architecture without weights (meta device): for names and parameter counts."""
+    with torch.device("meta"):
+        return AutoModelForSequenceClassification.from_config(
+            load_base_config(model_cfg, label_names), trust_remote_code=model_cfg.trust_remote_code)
+
+
+def _build_encoder(model_cfg: ModelConfig, label_names: list[str], base_folder: Path | None,
+                   extra: dict) -> PreTrainedModel:
     config = load_base_config(model_cfg, label_names)
     attention = speed.ATTENTION_NAME if model_cfg.attn_implementation == "fast" else model_cfg.attn_implementation
     if base_folder is not None:
         return AutoModelForSequenceClassification.from_pretrained(
-            base_folder, config=config, attn_implementation=attention, use_safetensors=True
+            base_folder, config=config, attn_implementation=attention, use_safetensors=True, **extra
         )
     if model_cfg.init == "random":
         return AutoModelForSequenceClassification.from_config(
@@ -233,7 +256,8 @@ def _build_encoder(model_cfg: ModelConfig, label_names: list[str], base_folder: 
     name = resolve_model_path(model_cfg.name_or_path)
     try:
         return AutoModelForSequenceClassification.from_pretrained(
-            name, config=config, trust_remote_code=model_cfg.trust_remote_code, attn_implementation=attention
+            name, config=config, trust_remote_code=model_cfg.trust_remote_code, attn_implementation=attention,
+            **extra
         )
     except (OSError, ValueError) as exc:
         raise _hub_error("model", name, exc) from None

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 import yaml
 
 from loraclf.config import Config, load_config
@@ -168,23 +169,32 @@ def read_run_config(run_dir: str | Path) -> tuple[Path, Config, list[str]]:
     return path, config, label_names
 
 
-def load(run_dir: str | Path, device: str = "cpu", merge: bool = True, dtype=None) -> TrainedRun:
+def load(run_dir: str | Path, device: str | torch.device = "cpu", merge: bool = True, dtype=None,
+         quantized: bool = True) -> TrainedRun:
     """The trained classifier of a run folder, ready for inference.
 
     With `merge`, the adapter is folded into the base weights (W + (alpha/r)BA):
     the same predictions as the unmerged model without the extra LoRA matmuls.
     `dtype` (e.g. torch.bfloat16) then casts the merged weights once, instead
     of autocast casting them again for every batch.
+    A run trained on a quantized base loads on a quantized base (unmerged:
+    merging into 4-bit weights would round the update away), unless
+    `quantized` is false: then the adapter goes onto the full-precision base.
     """
     from transformers import AutoTokenizer
 
     from loraclf.model import build_base, load_adapter
 
     path, config, label_names = read_run_config(run_dir)
+    device = torch.device(device)
     tokenizer = AutoTokenizer.from_pretrained(path / TOKENIZER)
     base_folder = path / BASE_MODEL if (path / BASE_MODEL).is_dir() else None
-    base = build_base(config.model, label_names, base_folder=base_folder)
+    quantization = config.quantization if quantized and config.quantization.bits else None
+    base = build_base(config.model, label_names, base_folder=base_folder, quantization=quantization, device=device,
+                      autocast=dtype)
     model = load_adapter(base, path / ADAPTER)
+    if quantization is not None:
+        return TrainedRun(path, config, label_names, tokenizer, model.eval())
     # PEFT 0.21 cannot unload VeRA or IA3 beside a trained head (modules_to_save): they run unmerged.
     if merge and config.lora.method not in ("vera", "ia3"):
         model = model.merge_and_unload()
