@@ -145,6 +145,14 @@ def _mistyped_config_value(f, m, r):
                     "--train.epochs", "three")
 
 
+def _unsupported_bits(f, m, r):
+    return train_on(f, m, good_csv(), "train.csv", "--quantization.bits", "3")
+
+
+def _quantized_pissa(f, m, r):
+    return train_on(f, m, good_csv(), "train.csv", "--quantization.bits", "4", "--lora.init", "pissa")
+
+
 def _unknown_key_in_yaml(f, m, r):
     data = write_csv(f / "train.csv", *zip(*rows()))
     return ["train", "--config", str(recipe(f, m, data, "optimizer: {lr: 1}")), "--output-dir", str(f / "run")]
@@ -237,6 +245,8 @@ CASES = [
     ("unknown-format", "a .tsv file", _unknown_format, ["train.tsv", "unknown format"]),
     ("unknown-key", "--train.lrr on the command line", _unknown_config_key, ["train.lrr", "train.lr"]),
     ("mistyped-value", "--train.epochs three", _mistyped_config_value, ["train.epochs", "three"]),
+    ("quantization-bits", "--quantization.bits 3", _unsupported_bits, ["quantization.bits", "3"]),
+    ("quantized-pissa", "PiSSA on a 4-bit base", _quantized_pissa, ["lora.init pissa", "quantization.bits"]),
     ("unknown-yaml-key", "an unknown section in the recipe", _unknown_key_in_yaml, ["optimizer"]),
     ("broken-yaml", "a recipe that is not valid YAML", _broken_yaml, ["recipe.yaml", "line 2"]),
     ("over-budget", "--budget.max_trainable 1000", _over_budget, ["budget", "1,000"]),

@@ -187,7 +187,7 @@ class TrainConfig:
     precision: str = "auto"
     compile: bool = False
     # Recompute activations in the backward pass instead of keeping them: less
-    # memory (longer texts, bigger batches) for about a third more compute.
+    # memory (longer texts, bigger batches) for one more forward pass of compute.
     gradient_checkpointing: bool = False
     # On CPU, draw dropout masks from geometric gaps (same distribution, far fewer
     # random numbers; see speed.py). No effect on CUDA.

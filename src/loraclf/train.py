@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import random
+import resource
 import signal
 import time
 from pathlib import Path
@@ -84,6 +85,8 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
     seed_everything(tc.seed)
     procs, device = distributed.start(pick_device(tc.device))
     dtype = autocast_dtype(tc.precision, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     if not procs.main:
         log = lambda _: None  # noqa: E731  rank 0 alone logs
     # One run folder for all processes: rank 0's (a default name holds the time it started).
@@ -330,6 +333,9 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
         "device": str(device),
         "processes": procs.world,
         "base_weight_bytes": base_bytes,
+        # CUDA: the allocator's peak; CPU: the process's peak resident memory (Linux reports KiB).
+        "peak_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
+                                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "quantization": f"{quant.bits}-bit" if quant.bits else None,
         "precision": str(dtype).removeprefix("torch.") if dtype else "float32",
     }
