@@ -133,3 +133,25 @@ def test_fast_attention_model_matches_sdpa_model(tiny_model_dir):
     fast_logits = fast(input_ids=ids, attention_mask=mask).logits
     plain_logits = plain(input_ids=ids, attention_mask=mask).logits
     assert torch.allclose(fast_logits, plain_logits, atol=1e-4)
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_padding_is_masked_as_loraclf_builds_the_model(tiny_model_dir, training):
+    """A padded item gets the logits it gets alone (the fast attention receives the padding mask)."""
+    from loraclf.config import ModelConfig
+    from loraclf.model import build_base
+
+    torch.manual_seed(8)
+    model = build_base(ModelConfig(name_or_path=str(tiny_model_dir), init="random", dropout=0.0), ["a", "b"])
+    assert model.config._attn_implementation == speed.ATTENTION_NAME
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 1e-12  # in training, attention takes the math + dropout path, and nothing drops
+    model.train(training)
+    ids = torch.randint(3, 1000, (2, 12))
+    mask = torch.ones_like(ids)
+    mask[1, 7:] = 0
+    with torch.no_grad():
+        together = model(input_ids=ids, attention_mask=mask).logits[1]
+        alone = model(input_ids=ids[1:, :7], attention_mask=mask[1:, :7]).logits[0]
+    assert torch.allclose(together, alone, atol=1e-5)

@@ -46,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     plan.add_argument("--allow-pickle", action="store_true")
 
     evaluate = commands.add_parser("evaluate", help="metrics of a run on a labelled file")
-    evaluate.add_argument("run_dir")
+    evaluate.add_argument("run_dir", help="a run folder, or a folder made by loraclf export")
     evaluate.add_argument("--data", required=True, help="labelled file (CSV, JSONL, Parquet, pickle)")
     evaluate.add_argument("--output", help="metrics JSON (default: RUN_DIR/eval_<data>.json); a PNG goes beside")
     evaluate.add_argument("--batch-size", type=int, default=32)
@@ -55,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
                           help="a run trained on a quantized base: load the adapter onto the full-precision base")
 
     predict = commands.add_parser("predict", help="labels and probabilities for texts")
-    predict.add_argument("run_dir")
+    predict.add_argument("run_dir", help="a run folder, or a folder made by loraclf export")
     predict.add_argument("texts", nargs="*", help="texts to classify (else --input, else stdin lines)")
     predict.add_argument("--input", help="file of texts (CSV, JSONL, Parquet, pickle)")
     predict.add_argument("--output", help=".csv or .jsonl (default: CSV on stdout)")
@@ -65,6 +65,14 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--allow-pickle", action="store_true")
     predict.add_argument("--unquantized", action="store_true",
                          help="a run trained on a quantized base: load the adapter onto the full-precision base")
+
+    export = commands.add_parser("export", help="a run as a merged transformers folder or an ONNX graph")
+    export.add_argument("run_dir")
+    export.add_argument("--format", required=True, choices=["merged", "onnx"],
+                        help="merged: adapter folded into the weights, loads without peft; onnx: an ONNX graph")
+    export.add_argument("--int8", action="store_true", help="onnx only: int8 weights (dynamic quantization, CPU)")
+    export.add_argument("--output", required=True, help="export folder")
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty export folder")
     return parser
 
 
@@ -156,30 +164,32 @@ def cmd_evaluate(args, overrides) -> None:
     from loraclf import run
     from loraclf.data import encode, encode_labels, read_file
     from loraclf.evaluate import metrics, plot_confusion
-    from loraclf.predict import predict_logits
+    from loraclf.predict import load_weights, open_classifier, predict_logits
 
     _no_overrides(overrides)
-    _, config, label_names = run.read_run_config(args.run_dir)
-    data = config.data
+    classifier = open_classifier(args.run_dir)
     # Check the data before loading the model: bad input fails in a second.
-    table = read_file(args.data, data.text_column, data.label_column, args.allow_pickle)
-    labels = encode_labels(table, label_names, data.label_column)
-    device, dtype = _runtime(config)
-    trained = run.load(args.run_dir, device, dtype=dtype, quantized=not args.unquantized)
-    encoded = encode(trained.tokenizer, table.texts, None, data.max_length)
-    logits = predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, device, dtype)
-    result = metrics(labels, logits, trained.label_names) | {"data": str(args.data), "run": str(trained.path)}
-    output = Path(args.output) if args.output else trained.path / f"eval_{Path(args.data).stem}.json"
+    table = read_file(args.data, classifier.text_column, classifier.label_column, args.allow_pickle)
+    labels = encode_labels(table, classifier.label_names, classifier.label_column)
+    device, dtype = _runtime(classifier.precision)
+    load_weights(classifier, device, dtype, quantized=not args.unquantized)
+    encoded = encode(classifier.tokenizer, table.texts, None, classifier.max_length)
+    logits = predict_logits(classifier.model, encoded, args.batch_size, classifier.tokenizer.pad_token_id, device,
+                            dtype)
+    result = metrics(labels, logits, classifier.label_names) | {"data": str(args.data), "run": str(classifier.path)}
+    output = Path(args.output) if args.output else classifier.path / f"eval_{Path(args.data).stem}.json"
     run.write_json(output, result)
-    plot_confusion(result["confusion_matrix"], trained.label_names, output.with_suffix(".png"), Path(args.data).name)
+    plot_confusion(result["confusion_matrix"], classifier.label_names, output.with_suffix(".png"),
+                   Path(args.data).name)
     print(f"accuracy {result['accuracy']:.4f}  macro-F1 {result['macro_f1']:.4f}  on {result['count']:,} items")
     print(f"wrote {output} and {output.with_suffix('.png')}")
 
 
 def cmd_predict(args, overrides) -> None:
-    from loraclf import run
     from loraclf.data import Table, check_texts, encode, read_file
     from loraclf.predict import (
+        load_weights,
+        open_classifier,
         output_format,
         predict_logits,
         render,
@@ -192,36 +202,44 @@ def cmd_predict(args, overrides) -> None:
         output_format(Path(args.output), args.submission)  # fail on a bad name before any work
     if args.input and args.texts:
         raise UserError("predict: give texts as arguments or --input FILE, not both")
-    _, config, _ = run.read_run_config(args.run_dir)
-    column = args.text_column or config.data.text_column
+    classifier = open_classifier(args.run_dir)
+    column = args.text_column or classifier.text_column
     if args.input:
-        table = read_file(args.input, column, config.data.label_column, args.allow_pickle)
+        table = read_file(args.input, column, classifier.label_column, args.allow_pickle)
     else:
         if not args.texts and sys.stdin.isatty():
             raise UserError("predict: give texts as arguments, --input FILE, or texts on stdin, one per line")
         texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
         table = Table("arguments" if args.texts else "stdin", texts, None)
         check_texts(table)
-    device, dtype = _runtime(config)
-    trained = run.load(args.run_dir, device, dtype=dtype, quantized=not args.unquantized)
-    encoded = encode(trained.tokenizer, table.texts, None, config.data.max_length)
-    logits = predict_logits(trained.model, encoded, args.batch_size, trained.tokenizer.pad_token_id, device, dtype)
+    device, dtype = _runtime(classifier.precision)
+    load_weights(classifier, device, dtype, quantized=not args.unquantized)
+    encoded = encode(classifier.tokenizer, table.texts, None, classifier.max_length)
+    logits = predict_logits(classifier.model, encoded, args.batch_size, classifier.tokenizer.pad_token_id, device,
+                            dtype)
     probs = softmax(logits)
     if args.output:
-        write_predictions(Path(args.output), probs, trained.label_names, args.submission)
+        write_predictions(Path(args.output), probs, classifier.label_names, args.submission)
         print(f"wrote {len(table.texts):,} predictions to {args.output}", file=sys.stderr)
     else:
-        sys.stdout.write(render(probs, trained.label_names, "csv", args.submission))
+        sys.stdout.write(render(probs, classifier.label_names, "csv", args.submission))
 
 
-def _runtime(config):
-    """Inference device, and the precision the run trained in (bf16 where it did)."""
+def cmd_export(args, overrides) -> None:
+    from loraclf.export import export
+
+    _no_overrides(overrides)
+    export(args.run_dir, args.format, args.output, int8=args.int8, overwrite=args.overwrite)
+
+
+def _runtime(precision: str):
+    """Inference device, and the precision the run trained in (bf16 where it did; exports: fp32)."""
     import torch
 
     from loraclf.runtime import autocast_dtype
 
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return device, autocast_dtype(config.train.precision, device)
+    return device, autocast_dtype(precision, device)
 
 
 def _no_overrides(overrides: list[str]) -> None:
@@ -230,7 +248,7 @@ def _no_overrides(overrides: list[str]) -> None:
 
 
 COMMANDS = {"train": cmd_train, "budget": cmd_budget, "plan": cmd_plan, "evaluate": cmd_evaluate,
-            "predict": cmd_predict}
+            "predict": cmd_predict, "export": cmd_export}
 
 
 def main(argv: list[str] | None = None) -> int:

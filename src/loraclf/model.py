@@ -136,6 +136,23 @@ def low_rank(dense: torch.nn.Linear, rank: int) -> torch.nn.Sequential:
                                torch.nn.Linear(rank, dense.out_features))
 
 
+def fold_low_rank(model: torch.nn.Module) -> int:
+    """Multiply each `low_rank` pair back into one linear layer (same function); return how many."""
+    folded = 0
+    for name, module in list(model.named_modules()):
+        if isinstance(module, torch.nn.Sequential) and len(module) == 2 and \
+                all(isinstance(m, torch.nn.Linear) for m in module) and module[0].bias is None:
+            down, up = module
+            dense = torch.nn.Linear(down.in_features, up.out_features)
+            with torch.no_grad():
+                dense.weight.copy_(up.weight @ down.weight)
+                dense.bias.copy_(up.bias)
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent) if parent else model, child, dense)
+            folded += 1
+    return folded
+
+
 def apply_head(model: PreTrainedModel, kind: str, rank: int) -> PreTrainedModel:
     """Swap the model's own head for the `linear` or `lowrank` one (`default` keeps it).
 

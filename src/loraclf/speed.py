@@ -27,6 +27,7 @@ import torch
 from torch import nn
 from transformers import AttentionInterface
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
 
 ATTENTION_NAME = "loraclf_fast"
 
@@ -126,3 +127,6 @@ def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: 
 
 
 AttentionInterface.register(ATTENTION_NAME, attention)
+# transformers builds no padding mask at all for an attention name it has no mask function for:
+# this one takes SDPA's masks (boolean, or none when nothing is padded).
+AttentionMaskInterface.register(ATTENTION_NAME, sdpa_mask)

@@ -1,0 +1,153 @@
+"""Ship a run without loraclf's training stack: a merged transformers folder, an ONNX graph, int8 ONNX.
+
+    EXPORT_DIR/
+      loraclf_export.json   format, labels, max_length, text column, the run it came from
+      tokenizer files       the run's tokenizer
+      merged:  config.json + model.safetensors (adapter folded into the weights, head included);
+               loads with AutoModelForSequenceClassification.from_pretrained, no peft needed
+      onnx:    model.onnx (inputs input_ids, attention_mask; output logits; batch and length dynamic),
+               with --int8 dynamically quantized (int8 weights, for CPU) by onnxruntime
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from loraclf import run
+from loraclf.errors import UserError
+
+MANIFEST = "loraclf_export.json"
+ONNX_FILE = "model.onnx"
+FORMATS = ("merged", "onnx")
+
+
+class LogitsOnly(torch.nn.Module):
+    """(input_ids, attention_mask) -> logits: the graph ONNX gets, with plain tensor inputs and output."""
+
+    def __init__(self, model: torch.nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+
+def _plain_attention(model: torch.nn.Module) -> None:
+    # loraclf's own attention kernel is registered only inside loraclf: exports use PyTorch's SDPA.
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    base.set_attn_implementation("sdpa")
+
+
+def export(run_dir: str | Path, fmt: str, output: str | Path, int8: bool = False, overwrite: bool = False,
+           log=print) -> Path:
+    if fmt not in FORMATS:
+        raise UserError(f"export --format: expected one of {', '.join(FORMATS)}; got {fmt!r}")
+    if int8 and fmt != "onnx":
+        raise UserError("export --int8: applies to --format onnx (int8 weights through onnxruntime)")
+    out = run.prepare(output, overwrite)
+    _, config, label_names = run.read_run_config(run_dir)
+    if fmt == "merged":
+        if config.model.head == "linear":
+            raise UserError(f"export {run_dir}: model.head linear has no transformers counterpart (its head has no "
+                            "dense layer); use --format onnx")
+        if config.lora.method in ("vera", "ia3"):
+            raise UserError(f"export {run_dir}: PEFT cannot merge lora.method {config.lora.method} beside a trained "
+                            "head; use --format onnx")
+    if int8:
+        _require("onnxruntime", "export --int8")
+    if fmt == "onnx":
+        _require("onnx", "export --format onnx")
+        _require("onnxscript", "export --format onnx")
+    # A quantized run ships its adapter merged into the full-precision base: 4-bit weights do not export.
+    trained = run.load(run_dir, merge=True, quantized=False)
+    model = trained.model.float().eval()
+    _plain_attention(model)
+    manifest: dict[str, Any] = {
+        "format": "onnx-int8" if int8 else fmt, "label_names": label_names,
+        "max_length": config.data.max_length, "text_column": config.data.text_column,
+        "label_column": config.data.label_column, "base_model": config.model.name_or_path,
+        "run": str(Path(run_dir).resolve()), "parameters": _parameters(Path(run_dir)),
+    }
+
+    def fill(folder: Path) -> None:
+        trained.tokenizer.save_pretrained(folder)
+        if fmt == "merged":
+            from loraclf.model import fold_low_rank
+
+            fold_low_rank(model)  # the low-rank head as one dense layer: the stock head class loads it
+            model.save_pretrained(folder)
+        else:
+            _export_onnx(model, trained.tokenizer, folder / ONNX_FILE, int8)
+        run.write_json(folder / MANIFEST, manifest)
+
+    run.create(out.parent)
+    run.replace_folder(out, fill)
+    log(f"exported {run_dir} as {manifest['format']} to {out}")
+    return out
+
+
+def _parameters(run_dir: Path) -> dict | None:
+    path = run_dir / run.BUDGET
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
+def _require(module: str, what: str) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec(module) is None:
+        raise UserError(f"{what}: needs {module} (pip install 'loraclf[export]')")
+
+
+def _export_onnx(model: torch.nn.Module, tokenizer, path: Path, int8: bool) -> None:
+    graph = LogitsOnly(model).eval()
+    sample = tokenizer(["an example text to trace the graph", "another"], return_tensors="pt", padding=True)
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
+    # With --int8 the float graph (and any external weight file it comes with) is only an intermediate.
+    target = path.parent / "fp32" / path.name if int8 else path
+    target.parent.mkdir(exist_ok=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(graph, (sample["input_ids"], sample["attention_mask"]), str(target),
+                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
+                          dynamic_shapes={"input_ids": {0: batch, 1: length},
+                                          "attention_mask": {0: batch, 1: length}},
+                          dynamo=True, verbose=False)
+    if int8:
+        from onnxruntime.quantization import QuantType, quantize_dynamic
+
+        # Dynamic quantization: int8 weights, activations quantized per batch at run time (CPU).
+        quantize_dynamic(str(target), str(path), weight_type=QuantType.QInt8)
+        shutil.rmtree(target.parent)
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"export folder {folder}: unreadable {MANIFEST} ({exc})") from None
+
+
+class OnnxModel:
+    """An ONNX Runtime session called like a transformers model: model(input_ids=, attention_mask=).logits."""
+
+    def __init__(self, path: Path):
+        import onnxruntime
+
+        options = onnxruntime.SessionOptions()
+        options.log_severity_level = 3
+        self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_) -> Any:
+        from types import SimpleNamespace
+
+        feeds = {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()}
+        return SimpleNamespace(logits=torch.from_numpy(self.session.run(["logits"], feeds)[0]))
+
+    def eval(self) -> "OnnxModel":
+        return self

@@ -1,0 +1,106 @@
+"""Exports against the run they come from: merged weights, ONNX fp32 and ONNX int8 logits on the same texts."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from loraclf import export, run
+from loraclf.cli import main
+from loraclf.data import encode
+from loraclf.errors import UserError
+from loraclf.predict import load_weights, open_classifier, predict_logits
+from loraclf.train import train
+
+from conftest import write_csv
+from test_train import tiny_config
+
+pytest.importorskip("onnxruntime", reason="needs the export extra (pip install 'loraclf[export]')")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, tiny_model_dir, agnews_rows):
+    """Runs with each head, trained enough that their logits differ from text to text."""
+    texts, labels = agnews_rows
+    folder = tmp_path_factory.mktemp("export")
+    data = write_csv(folder / "train.csv", texts[:240], labels[:240])
+    runs = {}
+    for head in ("default", "lowrank", "linear"):
+        config = tiny_config(tiny_model_dir, data, epochs=3, lr=1e-2, precision="fp32")
+        config.model.head, config.model.head_rank = head, 4
+        train(config, folder / head, log=lambda _: None)
+        runs[head] = folder / head
+    return runs, texts[1000:1400]
+
+
+def logits_of(folder, texts):
+    classifier = load_weights(open_classifier(folder), "cpu", None)
+    encoded = encode(classifier.tokenizer, texts, None, classifier.max_length)
+    return predict_logits(classifier.model, encoded, 16, classifier.tokenizer.pad_token_id, "cpu")
+
+
+def unmerged_logits(run_dir, texts):
+    loaded = run.load(run_dir, merge=False)
+    encoded = encode(loaded.tokenizer, texts, None, loaded.config.data.max_length)
+    return predict_logits(loaded.model, encoded, 16, loaded.tokenizer.pad_token_id, "cpu")
+
+
+@pytest.mark.parametrize("head", ["default", "lowrank"])
+def test_merged_export_matches_the_unmerged_adapter_and_loads_without_peft(tmp_path, trained, head):
+    runs, texts = trained
+    out = export.export(runs[head], "merged", tmp_path / "merged", log=lambda _: None)
+    reference = unmerged_logits(runs[head], texts)
+    assert np.abs(logits_of(out, texts) - reference).max() < 1e-4
+    assert reference.argmax(1).min() != reference.argmax(1).max()  # a model that tells texts apart
+    # A plain transformers load, with peft made unimportable.
+    probe = ("import sys; sys.modules['peft'] = None\n"
+             "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
+             f"folder = {str(out)!r}\n"
+             "model = AutoModelForSequenceClassification.from_pretrained(folder).eval()\n"
+             "batch = AutoTokenizer.from_pretrained(folder)(sys.argv[1:], return_tensors='pt', padding=True)\n"
+             "print(model(**batch).logits.tolist())")
+    done = subprocess.run([sys.executable, "-c", probe, *texts[:3]], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert np.abs(np.array(json.loads(done.stdout.strip().splitlines()[-1])) - reference[:3]).max() < 1e-4
+
+
+@pytest.mark.parametrize("head", ["default", "linear"])
+def test_onnx_export_matches_within_1e_3_and_int8_agrees_on_labels(tmp_path, trained, head):
+    runs, texts = trained
+    reference = unmerged_logits(runs[head], texts)
+    fp32 = export.export(runs[head], "onnx", tmp_path / "onnx", log=lambda _: None)
+    assert np.abs(logits_of(fp32, texts) - reference).max() < 1e-3
+    int8 = export.export(runs[head], "onnx", tmp_path / "int8", int8=True, log=lambda _: None)
+    assert json.loads((int8 / export.MANIFEST).read_text())["format"] == "onnx-int8"
+    assert not (int8 / "fp32").exists()
+    agreement = (logits_of(int8, texts).argmax(1) == reference.argmax(1)).mean()
+    assert agreement >= 0.99, agreement
+
+
+def test_predict_reads_every_export_folder(tmp_path, trained, capsys):
+    runs, texts = trained
+    folders = {"run": runs["default"]}
+    folders["merged"] = export.export(runs["default"], "merged", tmp_path / "m", log=lambda _: None)
+    folders["onnx"] = export.export(runs["default"], "onnx", tmp_path / "o", log=lambda _: None)
+    labels = {}
+    for name, folder in folders.items():
+        out = tmp_path / f"{name}.csv"
+        assert main(["predict", str(folder), *texts[:20], "--output", str(out)]) == 0
+        labels[name] = [line.split(",")[0] for line in out.read_text().splitlines()[1:]]
+    assert labels["merged"] == labels["run"] and labels["onnx"] == labels["run"]
+
+
+def test_exports_that_cannot_be_made_are_one_line_errors(tmp_path, trained):
+    runs, _ = trained
+    with pytest.raises(UserError, match="model.head linear has no transformers counterpart"):
+        export.export(runs["linear"], "merged", tmp_path / "x")
+    with pytest.raises(UserError, match="--int8: applies to --format onnx"):
+        export.export(runs["default"], "merged", tmp_path / "x", int8=True)
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "keep.txt").write_text("mine")
+    with pytest.raises(UserError, match="--overwrite"):
+        export.export(runs["default"], "merged", tmp_path / "taken")
+    assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
+    assert not (tmp_path / "x").exists()
