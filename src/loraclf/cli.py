@@ -66,6 +66,10 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--unquantized", action="store_true",
                          help="a run trained on a quantized base: load the adapter onto the full-precision base")
 
+    report = commands.add_parser("report", help="write the run's report.html (curves, errors, parameters)")
+    report.add_argument("run_dir")
+    report.add_argument("--output", help="HTML file (default: RUN_DIR/report.html)")
+
     export = commands.add_parser("export", help="a run as a merged transformers folder or an ONNX graph")
     export.add_argument("run_dir")
     export.add_argument("--format", required=True, choices=["merged", "onnx"],
@@ -225,6 +229,13 @@ def cmd_predict(args, overrides) -> None:
         sys.stdout.write(render(probs, classifier.label_names, "csv", args.submission))
 
 
+def cmd_report(args, overrides) -> None:
+    from loraclf.report import write
+
+    _no_overrides(overrides)
+    print(f"wrote {write(args.run_dir, args.output)}")
+
+
 def cmd_export(args, overrides) -> None:
     from loraclf.export import export
 
@@ -248,7 +259,7 @@ def _no_overrides(overrides: list[str]) -> None:
 
 
 COMMANDS = {"train": cmd_train, "budget": cmd_budget, "plan": cmd_plan, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "export": cmd_export}
+            "predict": cmd_predict, "export": cmd_export, "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

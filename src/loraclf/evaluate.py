@@ -35,6 +35,17 @@ def metrics(labels: np.ndarray, logits: np.ndarray, label_names: list[str]) -> d
     }
 
 
+def confident_mistakes(texts: list[str], labels: np.ndarray, logits: np.ndarray, label_names: list[str],
+                       count: int = 20) -> list[dict[str, Any]]:
+    """The `count` wrong predictions made with the highest probability, most confident first."""
+    probs = torch.softmax(torch.from_numpy(logits).float(), dim=-1).numpy()
+    preds = probs.argmax(axis=1)
+    wrong = np.flatnonzero(preds != labels)
+    order = wrong[np.argsort(-probs[wrong, preds[wrong]], kind="stable")][:count]
+    return [{"index": int(i), "text": texts[i], "label": label_names[labels[i]], "predicted": label_names[preds[i]],
+             "confidence": round(float(probs[i, preds[i]]), 4)} for i in order]
+
+
 def plot_confusion(matrix: list[list[int]], label_names: list[str], path: Path, title: str) -> None:
     import matplotlib
 

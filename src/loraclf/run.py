@@ -10,6 +10,7 @@
       metrics.jsonl     one JSON object per log / evaluation event
       metrics.json      summary: best validation, test metrics, timings
       checkpoints/      resumable training state (see checkpoint.py)
+      report.html       curves, confusion matrix, mistakes, parameters, timings (see report.py)
 """
 
 from __future__ import annotations
@@ -69,7 +70,7 @@ def create(path: Path) -> None:
 
 
 RUN_FILES = (CONFIG, LABELS, BUDGET, ADAPTER, TOKENIZER, BASE_MODEL, METRICS_LOG, SUMMARY, CHECKPOINTS, INITIAL_ADAPTER,
-             "test_metrics.json", "test_confusion_matrix.png")
+             "test_metrics.json", "test_confusion_matrix.png", "report.html")
 
 
 def clear(path: Path) -> None:
@@ -85,6 +86,10 @@ def clear(path: Path) -> None:
             target.unlink()
 
 
+_UMASK = os.umask(0)
+os.umask(_UMASK)
+
+
 def write_text(path: Path, text: str) -> None:
     """Write through a temporary file and rename, so a reader never sees half a file."""
     try:
@@ -97,6 +102,7 @@ def write_text(path: Path, text: str) -> None:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp's 0600 would hide run files from other users
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -139,7 +145,7 @@ class TrainedRun:
     model: Any
 
 
-def _check_folder(path: Path, required: tuple[str, ...], what: str) -> None:
+def check_folder(path: Path, required: tuple[str, ...], what: str) -> None:
     if not path.is_dir():
         raise UserError(f"run folder {path}: not found" if not path.exists() else f"run folder {path}: not a folder")
     for name in required:
@@ -150,7 +156,7 @@ def _check_folder(path: Path, required: tuple[str, ...], what: str) -> None:
 def read_config(run_dir: str | Path) -> Config:
     """The resolved config a run folder was trained with (finished or not)."""
     path = Path(run_dir)
-    _check_folder(path, (CONFIG,), "a loraclf run folder")
+    check_folder(path, (CONFIG,), "a loraclf run folder")
     try:
         tree = yaml.safe_load((path / CONFIG).read_text(encoding="utf-8"))
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
@@ -160,7 +166,7 @@ def read_config(run_dir: str | Path) -> Config:
 
 def read_run_config(run_dir: str | Path) -> tuple[Path, Config, list[str]]:
     path = Path(run_dir)
-    _check_folder(path, (CONFIG, LABELS, ADAPTER), "a finished loraclf training run")
+    check_folder(path, (CONFIG, LABELS, ADAPTER), "a finished loraclf training run")
     config = read_config(path)
     try:
         label_names = json.loads((path / LABELS).read_text(encoding="utf-8"))["label_names"]

@@ -19,11 +19,11 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from loraclf import budget, checkpoint, distributed, quantize, run, speed
+from loraclf import budget, checkpoint, distributed, quantize, report, run, speed
 from loraclf.config import Config, save_config
 from loraclf.data import Encoded, encode, load_splits, loader
 from loraclf.errors import UserError
-from loraclf.evaluate import metrics, plot_confusion
+from loraclf.evaluate import confident_mistakes, metrics, plot_confusion
 from loraclf.model import build_base, load_tokenizer, save_adapter, wrap_with_lora
 from loraclf.predict import predict_logits
 from loraclf.runtime import autocast, autocast_dtype, grad_scaler, pick_device
@@ -352,6 +352,7 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
         test_seconds = time.perf_counter() - t0
         result = metrics(splits.test.labels, logits, label_names)
         result["texts_per_s"] = round(len(test_set) / test_seconds, 2)
+        result["confident_mistakes"] = confident_mistakes(splits.test.texts, splits.test.labels, logits, label_names)
         if procs.main:
             run.write_json(out / "test_metrics.json", result)
             plot_confusion(result["confusion_matrix"], label_names, out / "test_confusion_matrix.png", "test")
@@ -361,6 +362,7 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
     summary["total_seconds"] = round(time.perf_counter() - started, 2)
     if procs.main:
         run.write_json(out / run.SUMMARY, summary)
+        report.write(out)
     log(f"run folder: {out} (best {tc.metric_for_best} {loop['best_value']:.4f}; "
         f"{summary['train_samples_per_s']} samples/s; {summary['total_seconds']} s in all)")
     procs.barrier()
