@@ -70,6 +70,11 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir")
     report.add_argument("--output", help="HTML file (default: RUN_DIR/report.html)")
 
+    serve = commands.add_parser("serve", help="an HTTP service: POST /predict, GET /health, /info, /")
+    serve.add_argument("run_dir", help="a run folder, or a folder made by loraclf export")
+    serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8000)
+
     export = commands.add_parser("export", help="a run as a merged transformers folder or an ONNX graph")
     export.add_argument("run_dir")
     export.add_argument("--format", required=True, choices=["merged", "onnx"],
@@ -236,6 +241,33 @@ def cmd_report(args, overrides) -> None:
     print(f"wrote {write(args.run_dir, args.output)}")
 
 
+def cmd_serve(args, overrides) -> None:
+    """Limits come from the run's config (`serve:`; defaults for exports), then --serve.KEY VALUE."""
+    import importlib.util
+
+    import yaml
+
+    from loraclf import run
+    from loraclf.config import load_config, parse_overrides
+    from loraclf.export import MANIFEST
+
+    for module in ("fastapi", "uvicorn"):
+        if importlib.util.find_spec(module) is None:
+            raise UserError(f"serve: needs {module} (pip install 'loraclf[serve]')")
+    from loraclf.serve import serve
+
+    pairs = parse_overrides(overrides)
+    others = [key for key, _ in pairs if not key.startswith("serve.")]
+    if others:
+        raise UserError(f"serve: only --serve.KEY settings apply here, not {', '.join('--' + k for k in others)}")
+    folder = Path(args.run_dir)
+    tree = None
+    if not (folder / MANIFEST).is_file():
+        run.check_folder(folder, (run.CONFIG, run.ADAPTER), "a finished loraclf training run or an export")
+        tree = yaml.safe_load((folder / run.CONFIG).read_text(encoding="utf-8"))
+    serve(args.run_dir, args.host, args.port, load_config(tree=tree, overrides=pairs).serve)
+
+
 def cmd_export(args, overrides) -> None:
     from loraclf.export import export
 
@@ -259,7 +291,8 @@ def _no_overrides(overrides: list[str]) -> None:
 
 
 COMMANDS = {"train": cmd_train, "budget": cmd_budget, "plan": cmd_plan, "evaluate": cmd_evaluate,
-            "predict": cmd_predict, "export": cmd_export, "report": cmd_report}
+            "predict": cmd_predict, "export": cmd_export, "report": cmd_report,
+            "serve": cmd_serve}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -247,6 +247,24 @@ class QuantizationConfig:
 
 
 @dataclass
+class ServeConfig:
+    # Per request: at most this many texts, each at most this many characters (longer is a 413, not a cut).
+    max_texts: int = 64
+    max_chars: int = 20_000
+    # Concurrent requests are pooled into one model call of up to max_batch texts, waiting at most
+    # max_wait_ms for more to arrive.
+    max_batch: int = 64
+    max_wait_ms: float = 5.0
+
+    def validate(self) -> None:
+        for key in ("max_texts", "max_chars", "max_batch"):
+            if getattr(self, key) < 1:
+                raise UserError(f"config serve.{key}: must be at least 1, got {getattr(self, key)}")
+        if self.max_wait_ms < 0:
+            raise UserError(f"config serve.max_wait_ms: must be 0 or positive, got {self.max_wait_ms}")
+
+
+@dataclass
 class BudgetConfig:
     max_trainable: int = 1_000_000
 
@@ -258,6 +276,7 @@ class Config:
     lora: LoraSettings = field(default_factory=LoraSettings)
     train: TrainConfig = field(default_factory=TrainConfig)
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
+    serve: ServeConfig = field(default_factory=ServeConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
     def validate(self) -> None:
@@ -358,7 +377,7 @@ def _apply(config: Config, key: str, value: Any, origin: str) -> None:
 
 def _flatten(tree: Any, origin: str) -> dict[str, Any]:
     if not isinstance(tree, dict):
-        raise UserError(f"{origin}: expected a mapping of sections (model, data, lora, train, quantization, budget)")
+        raise UserError(f"{origin}: expected a mapping of sections (model, data, lora, train, quantization, serve, budget)")
     flat: dict[str, Any] = {}
     for section, values in tree.items():
         if not isinstance(values, dict):

@@ -118,7 +118,9 @@ def open_classifier(folder: str | Path) -> Classifier:
     return Classifier(path, "run", label_names, config.data.max_length, config.data.text_column,
                       config.data.label_column, config.train.precision,
                       info={"base_model": config.model.name_or_path, "method": config.lora.method,
-                            "quantization": config.quantization.bits or None})
+                            "quantization": config.quantization.bits or None,
+                            "parameters": json.loads((path / run.BUDGET).read_text(encoding="utf-8"))
+                            if (path / run.BUDGET).is_file() else None})
 
 
 def load_weights(classifier: Classifier, device: torch.device, dtype: torch.dtype | None,

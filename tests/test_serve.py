@@ -1,0 +1,132 @@
+"""The HTTP service under load on loopback: 2,000 requests from 32 concurrent clients, 10% of them bad."""
+
+import asyncio
+import json
+import os
+import random
+import socket
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from loraclf.train import train
+
+from conftest import write_csv
+from test_train import tiny_config
+
+httpx = pytest.importorskip("httpx", reason="needs the serve extra and httpx")
+pytest.importorskip("fastapi", reason="needs the serve extra (pip install 'loraclf[serve]')")
+
+REQUESTS, CLIENTS = 2000, 32
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, tiny_model_dir, agnews_rows):
+    texts, labels = agnews_rows
+    folder = tmp_path_factory.mktemp("serve")
+    data = write_csv(folder / "train.csv", texts[:80], labels[:80])
+    train(tiny_config(tiny_model_dir, data, epochs=1), folder / "run", log=lambda _: None)
+    with socket.socket() as probe:  # a free loopback port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = subprocess.Popen([sys.executable, "-m", "loraclf.cli", "serve", str(folder / "run"), "--port",
+                                str(port), "--serve.max_texts", "8", "--serve.max_chars", "2000"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env=os.environ | {"OMP_NUM_THREADS": "1"})
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                break
+        except httpx.TransportError:
+            time.sleep(0.3)
+    else:
+        process.kill()
+        pytest.fail(f"server did not start: {process.stdout.read()[-2000:]}")
+    yield url, texts[1000:1060]
+    process.terminate()
+    process.wait(timeout=30)
+
+
+def bad_request(rng: random.Random, pool: list[str]) -> tuple[str, dict]:
+    """Malformed or oversized, each kind in turn."""
+    kind = rng.choice(["json", "type", "empty", "long", "many", "blank", "shape"])
+    body = {"json": '{"texts": ["unclosed', "type": json.dumps({"texts": [1, 2]}),
+            "empty": json.dumps({"texts": []}), "long": json.dumps({"texts": ["x" * 2001]}),
+            "many": json.dumps({"texts": pool[:9]}), "blank": json.dumps({"texts": ["   "]}),
+            "shape": json.dumps([pool[0]])}[kind]
+    return kind, {"content": body, "headers": {"content-type": "application/json"}}
+
+
+def test_info_health_page_and_schema(server):
+    url, _ = server
+    info = httpx.get(f"{url}/info").json()
+    assert info["labels"] == ["World", "Sports", "Business", "Sci/Tech"]
+    assert info["parameters"]["trainable"] > 0 and info["limits"]["max_texts"] == 8
+    assert httpx.get(f"{url}/health").json()["status"] == "ok"
+    page = httpx.get(f"{url}/")
+    assert page.status_code == 200 and "<textarea" in page.text
+    schema = httpx.get(f"{url}/openapi.json").json()
+    assert "/predict" in schema["paths"] and "PredictRequest" in json.dumps(schema)
+
+
+def test_bounded_load_with_malformed_requests(server):
+    url, pool = server
+    # Each text's answer alone, to check that pooled requests get their own rows back.
+    alone = {t: httpx.post(f"{url}/predict", json={"texts": [t]}).json()["predictions"][0] for t in pool}
+    calls_before = httpx.get(f"{url}/health").json()["model_calls"]
+    rng = random.Random(0)
+    plan = []
+    for i in range(REQUESTS):
+        if i % 10 == 9:
+            plan.append(("bad",) + bad_request(rng, pool))
+        else:
+            chosen = rng.sample(pool, rng.randint(1, 4))
+            plan.append(("good", chosen, {"json": {"texts": chosen}}))
+    results: list[tuple[str, int | None, float, object]] = [None] * REQUESTS
+    next_index = iter(range(REQUESTS))
+
+    async def client(http):
+        for i in next_index:
+            kind, detail, request = plan[i]
+            start = time.perf_counter()
+            try:
+                response = await http.post(f"{url}/predict", **request)
+                results[i] = (kind, response.status_code, time.perf_counter() - start, response.json())
+            except httpx.TransportError as exc:  # a dropped or refused connection
+                results[i] = (kind, None, time.perf_counter() - start, repr(exc))
+
+    async def load():
+        limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+        async with httpx.AsyncClient(timeout=60, limits=limits) as http:
+            started = time.perf_counter()
+            await asyncio.gather(*(client(http) for _ in range(CLIENTS)))
+            return time.perf_counter() - started
+
+    seconds = asyncio.run(load())
+    statuses = [r[1] for r in results]
+    latencies = np.array([r[2] for r in results]) * 1000
+    dropped = statuses.count(None)
+    server_errors = sum(1 for s in statuses if s is not None and s >= 500)
+    print(f"\n{REQUESTS} requests, {CLIENTS} clients, {sum(p[0] == 'bad' for p in plan)} malformed/oversized: "
+          f"{REQUESTS / seconds:.0f} requests/s, p50 {np.percentile(latencies, 50):.1f} ms, "
+          f"p99 {np.percentile(latencies, 99):.1f} ms, 5xx {server_errors}, dropped {dropped}")
+    assert dropped == 0 and server_errors == 0
+    for (kind, detail, _), (_, status, _, body) in zip(plan, results):
+        if kind == "bad":
+            assert 400 <= status < 500 and body["detail"], (detail, status, body)
+        else:
+            assert status == 200, body
+            assert len(body["predictions"]) == len(detail)
+            for text, got in zip(detail, body["predictions"]):
+                assert got["label"] == alone[text]["label"]
+                assert np.allclose(list(got["probabilities"].values()),
+                                   list(alone[text]["probabilities"].values()), atol=1e-4)
+    good = sum(p[0] == "good" for p in plan)
+    calls = httpx.get(f"{url}/health").json()["model_calls"] - calls_before
+    print(f"{good} valid requests answered in {calls} model calls (micro-batching)")
+    assert calls < good
