@@ -194,6 +194,10 @@ class TrainConfig:
     fast_dropout: bool = True
     log_every: int = 10
     progress: bool = True
+    # Where metrics go: jsonl (metrics.jsonl, always written), tensorboard (RUN_DIR/tensorboard/),
+    # mlflow (mlflow_uri; default a file store in RUN_DIR/mlruns). The last two are optional extras.
+    log_to: list[str] = field(default_factory=lambda: ["jsonl"])
+    mlflow_uri: str | None = None
 
     def validate(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "log_every"):
@@ -217,6 +221,8 @@ class TrainConfig:
             ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"),
         )
         _choice("train.metric_for_best", self.metric_for_best, ("accuracy", "macro_f1", "loss"))
+        for kind in self.log_to:
+            _choice("train.log_to", kind, ("jsonl", "tensorboard", "mlflow"))
         _choice("train.precision", self.precision, ("auto", "bf16", "fp16", "fp32"))
         if self.device != "auto" and not self.device.startswith(("cpu", "cuda", "mps")):
             raise UserError(f"config train.device: expected auto, cpu, cuda[:N] or mps, got {self.device!r}")

@@ -70,7 +70,7 @@ def create(path: Path) -> None:
 
 
 RUN_FILES = (CONFIG, LABELS, BUDGET, ADAPTER, TOKENIZER, BASE_MODEL, METRICS_LOG, SUMMARY, CHECKPOINTS, INITIAL_ADAPTER,
-             "test_metrics.json", "test_confusion_matrix.png", "report.html")
+             "test_metrics.json", "test_confusion_matrix.png", "report.html", "tensorboard", "mlruns")
 
 
 def clear(path: Path) -> None:

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_scheduler
 
-from loraclf import budget, checkpoint, distributed, quantize, report, run, speed
+from loraclf import budget, checkpoint, distributed, quantize, report, run, speed, tracking
 from loraclf.config import Config, save_config
 from loraclf.data import Encoded, encode, load_splits, loader
 from loraclf.errors import UserError
@@ -101,6 +101,7 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
         out = run.prepare(output_dir, overwrite)
         resume_from = None
 
+    tracking.check_available(tc.log_to)
     # Data, then the exact budget check on the meta device before any weights load.
     tokenizer = load_tokenizer(config.model)
     splits = load_splits(config.data, tokenizer, log)
@@ -194,6 +195,7 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
         log(f"resuming from {resume_from.name}: epoch {loop['epoch'] + 1}, step {loop['step']}")
     elif procs.main:
         log_path.write_text("", encoding="utf-8")
+    trackers = tracking.Trackers(tc.log_to if procs.main else [], out, config.to_dict(), tc.mlflow_uri)
     window_loss = torch.tensor(loop["window_loss"] / procs.world, device=device)  # summed on device: no host sync per step
     # First step whose loss or gradient norm was not finite (-1: none yet); checked when the host syncs anyway.
     first_bad = torch.tensor(-1, device=device)
@@ -220,6 +222,7 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
                   "val_accuracy": result["accuracy"], "val_macro_f1": result["macro_f1"]}
         if procs.main:
             run.append_jsonl(log_path, record)
+            trackers.log(record)
         value = result[tc.metric_for_best]
         improved = is_better(tc.metric_for_best, value, loop["best_value"])
         if improved:
@@ -300,6 +303,7 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
                           "seen": loop["seen"], "tokens": loop["tokens"], "elapsed_s": round(elapsed, 4)}
                 if procs.main:
                     run.append_jsonl(log_path, record)
+                    trackers.log(record)
                 window_loss.zero_()
                 bar.set_postfix(loss=f"{record['loss']:.4f}", samples_s=f"{record['samples_per_s']:.1f}")
             crash_point("after-step", step)
@@ -363,6 +367,7 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
     if procs.main:
         run.write_json(out / run.SUMMARY, summary)
         report.write(out)
+    trackers.close(summary)
     log(f"run folder: {out} (best {tc.metric_for_best} {loop['best_value']:.4f}; "
         f"{summary['train_samples_per_s']} samples/s; {summary['total_seconds']} s in all)")
     procs.barrier()
