@@ -70,6 +70,16 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("run_dir")
     report.add_argument("--output", help="HTML file (default: RUN_DIR/report.html)")
 
+    search = commands.add_parser("search", help="hyperparameter search under the budget (Optuna)")
+    search.add_argument("--config", required=True, help="recipe YAML; its search: section is the space")
+    search.add_argument("--trials", type=int, required=True, help="complete or pruned trials the study should hold")
+    search.add_argument("--study-dir", required=True, help="folder for the study, its trials and its results")
+    search.add_argument("--storage", help="Optuna storage URL (default: sqlite in the study folder; "
+                                          "postgresql://... to share a study between machines)")
+    search.add_argument("--workers", type=int, default=1, help="processes on this machine (default 1)")
+    search.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    search.add_argument("--allow-pickle", action="store_true")
+
     serve = commands.add_parser("serve", help="an HTTP service: POST /predict, GET /health, /info, /")
     serve.add_argument("run_dir", help="a run folder, or a folder made by loraclf export")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
@@ -241,6 +251,19 @@ def cmd_report(args, overrides) -> None:
     print(f"wrote {write(args.run_dir, args.output)}")
 
 
+def cmd_search(args, overrides) -> None:
+    from loraclf.search import run_worker, search
+
+    config = _config(args, overrides)
+    if args.worker_index:  # a child started by --workers K: one worker, no children of its own
+        run_worker(config, args.trials, Path(args.study_dir), args.storage, args.worker_index)
+        return
+    passed = ["--config", args.config, "--trials", str(args.trials), "--study-dir", args.study_dir,
+              *(["--storage", args.storage] if args.storage else []),
+              *(["--allow-pickle"] if args.allow_pickle else []), *overrides]
+    search(config, args.trials, args.study_dir, args.storage, args.workers, passed)
+
+
 def cmd_serve(args, overrides) -> None:
     """Limits come from the run's config (`serve:`; defaults for exports), then --serve.KEY VALUE."""
     import importlib.util
@@ -292,7 +315,7 @@ def _no_overrides(overrides: list[str]) -> None:
 
 COMMANDS = {"train": cmd_train, "budget": cmd_budget, "plan": cmd_plan, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "export": cmd_export, "report": cmd_report,
-            "serve": cmd_serve}
+            "serve": cmd_serve, "search": cmd_search}
 
 
 def main(argv: list[str] | None = None) -> int:

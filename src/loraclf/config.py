@@ -271,6 +271,52 @@ class ServeConfig:
 
 
 @dataclass
+class SearchConfig:
+    """The space `loraclf search` samples; each list is the choices, each [low, high] a range."""
+
+    lr: list[float] = field(default_factory=lambda: [1e-4, 3e-3])  # log scale
+    r: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
+    alpha_ratio: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])  # lora.alpha = ratio * r
+    dropout: list[float] = field(default_factory=lambda: [0.0, 0.1])
+    # Comma-separated target module sets.
+    target_modules: list[str] = field(default_factory=lambda: [
+        "query,value", "query,key,value", "query,key,value,attention.output.dense"])
+    # all, or top_half (the upper half of the encoder's layers).
+    layers: list[str] = field(default_factory=lambda: ["all", "top_half"])
+    heads: list[str] = field(default_factory=lambda: ["default", "linear"])
+    # lora, dora (LoRA with DoRA's magnitudes), adalora, vera, ia3.
+    methods: list[str] = field(default_factory=lambda: ["lora", "dora"])
+    warmup_ratio: list[float] = field(default_factory=lambda: [0.0, 0.1])
+    epochs: list[int] = field(default_factory=lambda: [2, 4])
+    batch_size: list[int] = field(default_factory=lambda: [16, 32])
+    # Stop hopeless trials at an epoch end: median (below the median of earlier trials at that
+    # step), hyperband, or none.
+    pruner: str = "median"
+    seed: int = 0
+    # A worker that stops sending heartbeats for this long has its trial marked failed.
+    heartbeat_s: int = 10
+    grace_s: int = 30
+
+    def validate(self) -> None:
+        for key in ("lr", "dropout", "warmup_ratio", "epochs"):
+            values = getattr(self, key)
+            if len(values) != 2 or values[0] > values[1]:
+                raise UserError(f"config search.{key}: expected a range [low, high], got {values}")
+        if self.lr[0] <= 0:
+            raise UserError(f"config search.lr: must be positive, got {self.lr}")
+        for key in ("r", "alpha_ratio", "target_modules", "layers", "heads", "methods", "batch_size"):
+            if not getattr(self, key):
+                raise UserError(f"config search.{key}: give at least one choice")
+        for value in self.layers:
+            _choice("search.layers", value, ("all", "top_half"))
+        for value in self.heads:
+            _choice("search.heads", value, ("default", "linear", "lowrank"))
+        for value in self.methods:
+            _choice("search.methods", value, ("lora", "dora", "adalora", "vera", "ia3"))
+        _choice("search.pruner", self.pruner, ("median", "hyperband", "none"))
+
+
+@dataclass
 class BudgetConfig:
     max_trainable: int = 1_000_000
 
@@ -283,6 +329,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     quantization: QuantizationConfig = field(default_factory=QuantizationConfig)
     serve: ServeConfig = field(default_factory=ServeConfig)
+    search: SearchConfig = field(default_factory=SearchConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
 
     def validate(self) -> None:
@@ -383,7 +430,7 @@ def _apply(config: Config, key: str, value: Any, origin: str) -> None:
 
 def _flatten(tree: Any, origin: str) -> dict[str, Any]:
     if not isinstance(tree, dict):
-        raise UserError(f"{origin}: expected a mapping of sections (model, data, lora, train, quantization, serve, budget)")
+        raise UserError(f"{origin}: expected a mapping of sections (model, data, lora, train, quantization, serve, search, budget)")
     flat: dict[str, Any] = {}
     for section, values in tree.items():
         if not isinstance(values, dict):

@@ -74,8 +74,11 @@ def is_better(metric: str, value: float, best: float | None) -> bool:
 
 
 def train(config: Config, output_dir: str | Path, overwrite: bool = False,
-          log: Callable[[str], None] = print, resume: bool = False) -> dict[str, Any]:
+          log: Callable[[str], None] = print, resume: bool = False,
+          on_eval: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     """Train per `config` into the run folder `output_dir`.
+
+    `on_eval` receives each validation record (a search prunes a trial by raising from it).
 
     With `resume`, `output_dir` is an interrupted run: training continues from
     its latest complete checkpoint and ends exactly as the uninterrupted run would.
@@ -233,6 +236,8 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
         say(f"step {step} epoch {epoch:.2f}: val loss {result['loss']:.4f} acc {result['accuracy']:.4f} "
             f"macro-F1 {result['macro_f1']:.4f}" + (" (best)" if improved else ""))
         loop["eval_seconds"] += time.perf_counter() - eval_started
+        if on_eval is not None:
+            on_eval(record)
 
     def save_checkpoint() -> None:
         nonlocal last_checkpoint

@@ -1,0 +1,109 @@
+"""Optuna search on a tiny model: workers sharing a SQLite study, a worker killed mid-trial, budget first."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import yaml
+
+from loraclf.config import load_config
+
+from conftest import write_csv
+
+optuna = pytest.importorskip("optuna", reason="needs the search extra (pip install 'loraclf[search]')")
+
+
+@pytest.fixture
+def recipe(tmp_path, tiny_model_dir, agnews_rows):
+    texts, labels = agnews_rows
+    data = write_csv(tmp_path / "train.csv", texts[:64], labels[:64])
+    tree = {"model": {"name_or_path": str(tiny_model_dir), "init": "random"},
+            "data": {"dataset": None, "train_file": str(data), "label_names": ["World", "Sports", "Business",
+                                                                               "Sci/Tech"],
+                     "max_length": 48, "test_size": 16, "val_fraction": 0.25},
+            "train": {"batch_size": 8, "progress": False},
+            "search": {"r": [2, 4], "epochs": [1, 2], "batch_size": [8], "heartbeat_s": 1, "grace_s": 3}}
+    path = tmp_path / "search.yaml"
+    path.write_text(yaml.safe_dump(tree), encoding="utf-8")
+    return path
+
+
+def command(recipe, study, trials, *extra):
+    return [sys.executable, "-m", "loraclf.cli", "search", "--config", str(recipe), "--trials", str(trials),
+            "--study-dir", str(study), *extra]
+
+
+def trials_of(study_dir):
+    storage = f"sqlite:///{study_dir / 'study.db'}"
+    return optuna.load_study(study_name="loraclf", storage=storage).get_trials()
+
+
+def test_two_workers_share_one_study(tmp_path, recipe):
+    study = tmp_path / "study"
+    done = subprocess.run(command(recipe, study, 4, "--workers", "2"), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    trials = trials_of(study)
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    states = [t.state.name for t in trials]
+    assert "RUNNING" not in states and "WAITING" not in states  # none lost
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert 4 <= len(finished) <= 5  # the second worker may finish one it had started
+    for t in trials:
+        if t.state.name == "COMPLETE":
+            assert json.loads((study / "trials" / f"trial-{t.number:04d}" / "metrics.json").read_text())
+    best = max((t for t in trials if t.state.name == "COMPLETE"), key=lambda t: t.value)
+    config = load_config(study / "best.yaml")
+    assert config.lora.r == best.params["r"] and config.train.epochs == best.params["epochs"]
+    for name in ("summary.md", "history.png", "accuracy_vs_parameters.png"):
+        assert (study / name).is_file()
+    assert "complete" in done.stdout and "rejected over budget" in done.stdout
+
+
+def test_a_killed_worker_leaves_its_trial_failed_and_the_study_completes(tmp_path, recipe):
+    study = tmp_path / "study"
+    # Worker A kills itself (SIGKILL) after the second step of its first trial.
+    env = os.environ | {"LORACLF_TEST_CRASH_AT": "after-step:2"}
+    killed = subprocess.Popen(command(recipe, study, 3), env=env, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    survivor = subprocess.run(command(recipe, study, 3), capture_output=True, text=True, timeout=600,
+                              env={k: v for k, v in os.environ.items() if k != "LORACLF_TEST_CRASH_AT"})
+    assert killed.wait(timeout=120) == -9
+    assert survivor.returncode == 0, survivor.stderr[-2000:]
+    trials = trials_of(study)
+    states = {t.number: t.state.name for t in trials}
+    assert "RUNNING" not in states.values()
+    assert sum(s == "COMPLETE" or s == "PRUNED" for s in states.values()) >= 3
+    assert list(states.values()).count("FAIL") >= 1  # the killed worker's trial, marked failed
+
+
+def test_a_space_entirely_over_budget_is_one_line_and_trains_nothing(tmp_path, recipe):
+    study = tmp_path / "study"
+    done = subprocess.run(command(recipe, study, 3, "--budget.max_trainable", "100"), capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "every configuration of the space is over budget" in lines[0]
+    assert not (study / "trials").exists() and not (study / "study.db").exists()
+
+
+def test_over_budget_samples_are_rejected_untrained_and_not_counted(tmp_path, recipe):
+    # Budget 700 on the tiny model: every default head (1,188) is over it, and so is a linear head (132)
+    # with most adapters; a linear head with rank 2 on query,value (644) fits.
+    study = tmp_path / "study"
+    done = subprocess.run(command(recipe, study, 2, "--budget.max_trainable", "700"), capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    trials = trials_of(study)
+    rejected = [t for t in trials if t.user_attrs.get("rejected") == "over budget"]
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert rejected and len(finished) == 2
+    for t in rejected:
+        assert t.state.name == "FAIL" and t.user_attrs["trainable"] > 700
+        assert not (study / "trials" / f"trial-{t.number:04d}").exists()  # no training, no folder
+    assert all(t.user_attrs["trainable"] < 700 for t in finished)
+    assert f"{len(rejected)} rejected over budget" in done.stdout.splitlines()[-2]
