@@ -22,12 +22,15 @@ import os
 import warnings
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from loraclf import budget, run
-from loraclf.config import Config, load_config, save_config
+from loraclf.config import Config, load_config
 from loraclf.errors import UserError
 
 STUDY_NAME = "loraclf"
@@ -253,8 +256,8 @@ def write_outputs(study, config: Config, study_dir: Path) -> None:
     if best is not None:
         best_config = run.read_config(best.user_attrs["run_dir"])
         best_config.train.progress = True
-        save_config(best_config, study_dir / ".best.yaml.tmp")
-        os.replace(study_dir / ".best.yaml.tmp", study_dir / "best.yaml")
+        # Through a temporary file: another worker may be writing the same outputs.
+        run.write_text(study_dir / "best.yaml", yaml.safe_dump(best_config.to_dict(), sort_keys=False))
     keys = sorted({k for t in trials for k in t.params})
     lines = [f"# Study {STUDY_NAME}: {progress_line(study)}", "",
              "| trial | state | val accuracy | test accuracy | trainable | " + " | ".join(keys) + " |",
@@ -323,7 +326,9 @@ def _save(fig, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
+    # A temporary name of its own: another worker may be saving the same plot.
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
+    os.close(fd)
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)
