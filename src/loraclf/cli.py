@@ -77,6 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--storage", help="Optuna storage URL (default: sqlite in the study folder; "
                                           "postgresql://... to share a study between machines)")
     search.add_argument("--workers", type=int, default=1, help="processes on this machine (default 1)")
+    search.add_argument("--timeout", type=float, help="minutes after which no new trial starts (this run)")
     search.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
     search.add_argument("--allow-pickle", action="store_true")
 
@@ -256,12 +257,14 @@ def cmd_search(args, overrides) -> None:
 
     config = _config(args, overrides)
     if args.worker_index:  # a child started by --workers K: one worker, no children of its own
-        run_worker(config, args.trials, Path(args.study_dir), args.storage, args.worker_index)
+        run_worker(config, args.trials, Path(args.study_dir), args.storage, args.worker_index,
+                   timeout_min=args.timeout)
         return
     passed = ["--config", args.config, "--trials", str(args.trials), "--study-dir", args.study_dir,
               *(["--storage", args.storage] if args.storage else []),
+              *(["--timeout", str(args.timeout)] if args.timeout else []),
               *(["--allow-pickle"] if args.allow_pickle else []), *overrides]
-    search(config, args.trials, args.study_dir, args.storage, args.workers, passed)
+    search(config, args.trials, args.study_dir, args.storage, args.workers, passed, timeout_min=args.timeout)
 
 
 def cmd_serve(args, overrides) -> None:

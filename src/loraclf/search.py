@@ -143,8 +143,11 @@ def progress_line(study) -> str:
 
 
 def run_worker(config: Config, trials: int, study_dir: Path, storage_url: str | None, worker_index: int = 0,
-               log=print) -> None:
-    """Trials in this process until the study holds `trials` complete or pruned ones."""
+               log=print, timeout_min: float | None = None) -> None:
+    """Trials in this process until the study holds `trials` complete or pruned ones.
+
+    With `timeout_min`, no trial starts after that many minutes (the one running finishes).
+    """
     import optuna
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
@@ -200,7 +203,8 @@ def run_worker(config: Config, trials: int, study_dir: Path, storage_url: str | 
     done_states = (TrialState.COMPLETE, TrialState.PRUNED)
     if sum(t.state in done_states for t in study.get_trials(deepcopy=False)) < trials:
         study.optimize(objective, callbacks=[MaxTrialsCallback(trials, states=done_states), after],
-                       catch=(OverBudget, UserError), gc_after_trial=True)
+                       catch=(OverBudget, UserError), gc_after_trial=True,
+                       timeout=timeout_min * 60 if timeout_min else None)
     optuna.storages.fail_stale_trials(study)  # trials of workers that died, once their grace period is over
     write_outputs(study, config, study_dir)
 
@@ -221,7 +225,7 @@ def _label_names(config: Config) -> list[str]:
 
 
 def search(config: Config, trials: int, study_dir: str | Path, storage_url: str | None = None, workers: int = 1,
-           worker_args: list[str] | None = None, log=print) -> None:
+           worker_args: list[str] | None = None, log=print, timeout_min: float | None = None) -> None:
     """Run the study with `workers` processes on this machine (this one and workers - 1 children)."""
     if trials < 1 or workers < 1:
         raise UserError("search: --trials and --workers must be at least 1")
@@ -234,7 +238,7 @@ def search(config: Config, trials: int, study_dir: str | Path, storage_url: str 
         children.append(subprocess.Popen(command, stdout=subprocess.DEVNULL, env=os.environ))
         time.sleep(0.5)  # let the first create the study tables before the next opens them
     try:
-        run_worker(config, trials, study_dir, storage_url, 0, log)
+        run_worker(config, trials, study_dir, storage_url, 0, log, timeout_min)
     finally:
         for child in children:
             child.wait()
