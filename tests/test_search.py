@@ -107,3 +107,14 @@ def test_over_budget_samples_are_rejected_untrained_and_not_counted(tmp_path, re
         assert not (study / "trials" / f"trial-{t.number:04d}").exists()  # no training, no folder
     assert all(t.user_attrs["trainable"] < 700 for t in finished)
     assert f"{len(rejected)} rejected over budget" in done.stdout.splitlines()[-2]
+
+
+def test_the_recipe_itself_is_the_first_trial_when_the_space_holds_it(tmp_path, recipe):
+    from loraclf.search import recipe_params
+
+    config = load_config(recipe)
+    config.lora.r, config.lora.alpha, config.train.epochs, config.train.lr = 4, 8, 1, 1e-3
+    start = recipe_params(config, 2)
+    assert start["r"] == 4 and start["alpha_ratio"] == 2 and start["layers"] == "all" and start["method"] == "lora"
+    config.train.lr = 1.0  # outside search.lr
+    assert recipe_params(config, 2) is None

@@ -186,7 +186,9 @@ def run_worker(config: Config, trials: int, study_dir: Path, storage_url: str | 
         trial.set_user_attr("run_dir", str(folder))
 
         def report(record: dict[str, Any]) -> None:
-            trial.report(record["val_accuracy"], record["step"])
+            # Reported at the share of the data seen (hundredths of an epoch), not the optimizer step:
+            # trials with other batch sizes are then compared at the same point of training.
+            trial.report(record["val_accuracy"], round(100 * record["epoch"]))
             if trial.should_prune():
                 raise optuna.TrialPruned(f"pruned at step {record['step']}")
 
@@ -201,12 +203,38 @@ def run_worker(config: Config, trials: int, study_dir: Path, storage_url: str | 
             + f" | {progress_line(study)}")
 
     done_states = (TrialState.COMPLETE, TrialState.PRUNED)
+    if worker_index == 0 and not study.get_trials(deepcopy=False):
+        start = recipe_params(config, counter.layer_count)
+        if start is not None:
+            study.enqueue_trial(start)  # the recipe as given is trial 0: the search starts from it
+            log("trial 0 is the config's own recipe")
     if sum(t.state in done_states for t in study.get_trials(deepcopy=False)) < trials:
         study.optimize(objective, callbacks=[MaxTrialsCallback(trials, states=done_states), after],
                        catch=(OverBudget, UserError), gc_after_trial=True,
                        timeout=timeout_min * 60 if timeout_min else None)
     optuna.storages.fail_stale_trials(study)  # trials of workers that died, once their grace period is over
     write_outputs(study, config, study_dir)
+
+
+def recipe_params(config: Config, layer_count: int | None) -> dict[str, Any] | None:
+    """The config's own settings as a point of the search space, or None where they lie outside it."""
+    space, lora, tc = config.search, config.lora, config.train
+    if lora.use_rslora or lora.plus_ratio or lora.init != "default" or lora.rank_pattern:
+        return None
+    method = "dora" if lora.use_dora else lora.method
+    layers = "all" if lora.layers is None else "top_half" if layer_count and \
+        lora.layers == list(range(layer_count // 2, layer_count)) else None
+    params = {"method": method, "target_modules": ",".join(lora.target_modules), "layers": layers,
+              "head": config.model.head, "lr": tc.lr, "warmup_ratio": tc.warmup_ratio, "epochs": tc.epochs,
+              "batch_size": tc.batch_size}
+    if method != "ia3":
+        params |= {"r": lora.r, "alpha_ratio": lora.alpha / lora.r, "dropout": lora.dropout}
+    choices = {"method": space.methods, "target_modules": space.target_modules, "layers": space.layers,
+               "head": space.heads, "batch_size": space.batch_size, "r": space.r, "alpha_ratio": space.alpha_ratio}
+    ranges = {"lr": space.lr, "warmup_ratio": space.warmup_ratio, "epochs": space.epochs, "dropout": space.dropout}
+    inside = all(params[k] in v for k, v in choices.items() if k in params) and \
+        all(v[0] <= params[k] <= v[1] for k, v in ranges.items() if k in params)
+    return params if inside else None
 
 
 class OverBudget(Exception):
