@@ -24,7 +24,6 @@ import argparse
 import csv
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -71,12 +70,12 @@ def non_embedding_parameters(model) -> int:
                and "original_module" not in n)
 
 
-def peak_memory_mb(device: str) -> float:
+def peak_memory_mb(device: str) -> float | None:
     import torch
 
-    if device == "cuda":
-        return torch.cuda.max_memory_allocated() / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    from loraclf.runtime import peak_memory_mb as measured
+
+    return measured(torch.device(device))
 
 
 def arm_study(model_name: str, steps: int, predict_n: int, device: str) -> dict:

@@ -56,3 +56,14 @@ def grad_scaler(device: torch.device, dtype: torch.dtype | None) -> torch.amp.Gr
     """Loss scaling for fp16 on CUDA, where gradients underflow without it; a pass-through otherwise."""
     enabled = dtype is torch.float16 and device.type == "cuda"
     return torch.amp.GradScaler(device.type, enabled=enabled)
+
+
+def peak_memory_mb(device: torch.device) -> float | None:
+    """CUDA: the allocator's peak; CPU: the process's peak resident memory (None where unknown)."""
+    if device.type == "cuda":
+        return round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
+    try:
+        import resource  # POSIX only
+    except ImportError:
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import random
-import resource
 import signal
 import time
 from pathlib import Path
@@ -26,7 +25,7 @@ from loraclf.errors import UserError
 from loraclf.evaluate import confident_mistakes, metrics, plot_confusion
 from loraclf.model import build_base, load_tokenizer, save_adapter, wrap_with_lora
 from loraclf.predict import predict_logits
-from loraclf.runtime import autocast, autocast_dtype, grad_scaler, pick_device
+from loraclf.runtime import autocast, autocast_dtype, grad_scaler, peak_memory_mb, pick_device
 
 
 def seed_everything(seed: int) -> None:
@@ -342,9 +341,7 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
         "device": str(device),
         "processes": procs.world,
         "base_weight_bytes": base_bytes,
-        # CUDA: the allocator's peak; CPU: the process's peak resident memory (Linux reports KiB).
-        "peak_memory_mb": round(torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda"
-                                else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_memory_mb": peak_memory_mb(device),
         "quantization": f"{quant.bits}-bit" if quant.bits else None,
         "precision": str(dtype).removeprefix("torch.") if dtype else "float32",
     }
