@@ -106,17 +106,9 @@ def _config(args, overrides):
 
 
 def _label_names(config) -> list[str]:
-    """Class names without tokenizing: from the config, or read off the training data."""
-    from loraclf.data import infer_label_names, load_hub, read_file
+    from loraclf.data import label_names_of
 
-    data = config.data
-    if data.label_names:
-        return list(data.label_names)
-    if data.train_file:
-        table = read_file(data.train_file, data.text_column, data.label_column, data.allow_pickle)
-    else:
-        table = load_hub(data.dataset, data.text_column, data.label_column)["train"]
-    return infer_label_names(table, None, data.label_column)
+    return label_names_of(config.data)
 
 
 def cmd_train(args, overrides) -> None:

@@ -366,6 +366,17 @@ def load_hub(dataset: str, text_column: str, label_column: str) -> dict[str, Tab
 # ---------------------------------------------------------------- labels
 
 
+def label_names_of(data: DataConfig) -> list[str]:
+    """Class names without tokenizing: from the config, or read off the training data."""
+    if data.label_names:
+        return list(data.label_names)
+    if data.train_file:
+        table = read_file(data.train_file, data.text_column, data.label_column, data.allow_pickle)
+    else:
+        table = load_hub(data.dataset, data.text_column, data.label_column)["train"]
+    return infer_label_names(table, None, data.label_column)
+
+
 def infer_label_names(table: Table, configured: list[str] | None, label_column: str) -> list[str]:
     """Class names in id order: from the config, the source, or the sorted distinct labels."""
     if configured:

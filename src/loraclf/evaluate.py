@@ -46,7 +46,8 @@ def confident_mistakes(texts: list[str], labels: np.ndarray, logits: np.ndarray,
              "confidence": round(float(probs[i, preds[i]]), 4)} for i in order]
 
 
-def plot_confusion(matrix: list[list[int]], label_names: list[str], path: Path, title: str) -> None:
+def confusion_figure(matrix: list[list[int]], label_names: list[str], title: str):
+    """The confusion matrix as a matplotlib figure (the caller saves or embeds it)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,6 +61,13 @@ def plot_confusion(matrix: list[list[int]], label_names: list[str], path: Path, 
     )
     ax.set_title(title)
     fig.tight_layout()
+    return fig
+
+
+def plot_confusion(matrix: list[list[int]], label_names: list[str], path: Path, title: str) -> None:
+    fig = confusion_figure(matrix, label_names, title)  # selects the Agg backend before pyplot loads
+    import matplotlib.pyplot as plt
+
     tmp = path.with_name(f".{path.name}.tmp.png")
     fig.savefig(tmp, dpi=120)
     plt.close(fig)

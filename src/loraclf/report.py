@@ -99,17 +99,9 @@ def curves_png(events: list[dict[str, Any]]) -> str | None:
 
 
 def confusion_png(matrix: list[list[int]], label_names: list[str]) -> str:
-    import numpy as np
-    from sklearn.metrics import ConfusionMatrixDisplay
+    from loraclf.evaluate import confusion_figure
 
-    plt = _pyplot()
-    size = max(4.0, 0.9 * len(label_names) + 2)
-    fig, ax = plt.subplots(figsize=(size, size))
-    ConfusionMatrixDisplay(np.array(matrix), display_labels=label_names).plot(
-        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45)
-    ax.set_title("test")
-    fig.tight_layout()
-    return _png(fig)
+    return _png(confusion_figure(matrix, label_names, "test"))
 
 
 def _table(header: list[str], rows: list[list[Any]], numeric: set[int] = frozenset()) -> str:

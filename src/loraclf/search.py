@@ -152,14 +152,14 @@ def run_worker(config: Config, trials: int, study_dir: Path, storage_url: str | 
     from optuna.study import MaxTrialsCallback
     from optuna.trial import TrialState
 
-    from loraclf.data import load_splits
+    from loraclf.data import label_names_of, load_splits
     from loraclf.model import load_tokenizer
     from loraclf.train import train
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats
     space = config.search
-    label_names = config.data.label_names or _label_names(config)
+    label_names = label_names_of(config.data)
     counter = Counter(config, label_names)
     smallest = counter.smallest()
     if smallest.trainable > config.budget.max_trainable:
@@ -239,17 +239,6 @@ def recipe_params(config: Config, layer_count: int | None) -> dict[str, Any] | N
 
 class OverBudget(Exception):
     pass
-
-
-def _label_names(config: Config) -> list[str]:
-    from loraclf.data import infer_label_names, load_hub, read_file
-
-    data = config.data
-    if data.train_file:
-        table = read_file(data.train_file, data.text_column, data.label_column, data.allow_pickle)
-    else:
-        table = load_hub(data.dataset, data.text_column, data.label_column)["train"]
-    return infer_label_names(table, None, data.label_column)
 
 
 def search(config: Config, trials: int, study_dir: str | Path, storage_url: str | None = None, workers: int = 1,
