@@ -27,12 +27,12 @@ ROBERTA = ROOT.parent / "shared" / "models" / "roberta-base"
 
 
 def arms(config, labels) -> dict[str, list[str]]:
-    from loraclf import budget
+    from loraclf import accounting
     from loraclf.plan import candidates
 
     paper = ["--lora.r", "7", "--lora.alpha", "77", "--lora.target_modules", "query,key,value",
              "--model.head", "default"]
-    limit = budget.estimate(with_overrides(config, paper), labels).trainable + 1
+    limit = accounting.estimate(with_overrides(config, paper), labels).trainable + 1
     found = {}
     for c in candidates(config, labels, limit):
         if c.targets == ("query", "key", "value") and c.layers is None and c.head == "linear":
@@ -67,9 +67,9 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    from loraclf import budget
+    from loraclf import accounting
     from loraclf.config import AG_NEWS_LABELS, load_config, parse_overrides
-    from loraclf.train import train
+    from loraclf.training import train
 
     base = load_config(args.config, parse_overrides(["--train.epochs", str(args.epochs), "--train.progress", "false"]))
     labels = list(AG_NEWS_LABELS)
@@ -89,7 +89,7 @@ def main() -> None:
         on_roberta = "-"
         if ROBERTA.is_dir():
             big = with_overrides(base, [*overrides, "--model.name_or_path", str(ROBERTA)])
-            b = budget.estimate(big, labels)
+            b = accounting.estimate(big, labels)
             on_roberta = f"{b.trainable:,} = {b.lora:,} + {b.head:,}"
         rows.append((name, statistics.mean(accuracies), statistics.stdev(accuracies) if len(seeds) > 1 else 0.0,
                      trainable, statistics.mean(seconds), " ".join(overrides), on_roberta))

@@ -33,7 +33,7 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     from loraclf.config import load_config, parse_overrides
-    from loraclf.train import train
+    from loraclf.training import train
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     hf_logging.set_verbosity_error()

@@ -32,11 +32,10 @@ def main() -> None:
     from transformers.utils import logging as hf_logging
 
     from loraclf import run
-    from loraclf.data import encode, load_splits
+    from loraclf.classifier import Classifier
+    from loraclf.data import load_splits
     from loraclf.evaluate import metrics
     from loraclf.export import export
-    from loraclf.predict import load_weights, open_classifier, predict_logits
-    from loraclf.runtime import autocast_dtype
 
     warnings.filterwarnings("ignore")
     hf_logging.set_verbosity_error()
@@ -56,18 +55,14 @@ def main() -> None:
             folders[name] = export(args.run_dir, fmt, Path(tmp) / name.split()[0] / fmt / str(int8), int8=int8,
                                    log=lambda _: None)
         for name, folder in folders.items():
-            classifier = open_classifier(folder)
-            device = torch.device("cpu")
-            dtype = autocast_dtype(classifier.precision, device)
-            load_weights(classifier, device, dtype)
+            classifier = Classifier.load(folder, device="cpu")  # a run's training precision; exports: fp32
+            dtype = classifier.dtype
             best = float("inf")
             for _ in range(args.repeat):
                 start = time.perf_counter()
-                encoded = encode(classifier.tokenizer, texts, None, classifier.max_length)
-                logits = predict_logits(classifier.model, encoded, args.batch_size, classifier.tokenizer.pad_token_id,
-                                        device, dtype)
+                logits = classifier.logits(texts, args.batch_size)
                 best = min(best, time.perf_counter() - start)
-            result = metrics(labels, logits, classifier.label_names)
+            result = metrics(labels, logits, classifier.labels)
             # The run folder holds only the adapter; its base weights live elsewhere.
             size = None if folder == Path(args.run_dir) else sum(
                 f.stat().st_size for f in Path(folder).rglob("*") if f.suffix in (".onnx", ".data", ".safetensors"))

@@ -6,9 +6,9 @@
 The study's pipeline is the Hugging Face Trainer with `DataCollatorWithPadding`
 (per-batch padding, input order shuffled, no length grouping), fp32 on CPU
 (fp16 on CUDA), batch 64, and the unmerged PEFT model at prediction time.
-loraclf's path is `loraclf.train.train` with the paper recipe and its
+loraclf's path is `loraclf.training.train` with the paper recipe and its
 defaults (length-grouped batches, bf16 autocast where the hardware has it,
-SDPA) and `loraclf.run.load` (merged adapter, length-sorted inference).
+SDPA) and `loraclf.Classifier` (merged adapter, length-sorted inference).
 
 Each arm runs in its own process, so peak memory is its own. Throughput is
 measured from the end of the first step to the end of the last (the first
@@ -154,11 +154,9 @@ def arm_loraclf(model_name: str, steps: int, predict_n: int, device: str) -> dic
     import torch
 
     from loraclf import run
+    from loraclf.classifier import Classifier
     from loraclf.config import load_config, parse_overrides
-    from loraclf.data import encode
-    from loraclf.predict import predict_logits
-    from loraclf.runtime import autocast_dtype
-    from loraclf.train import train
+    from loraclf.training import train
 
     spec = MODELS[model_name]
     with tempfile.TemporaryDirectory() as tmp:
@@ -173,14 +171,11 @@ def arm_loraclf(model_name: str, steps: int, predict_n: int, device: str) -> dic
         steps_log = [e for e in events if e["event"] == "train"]
         first, last = steps_log[0], steps_log[-1]
         seconds = last["elapsed_s"] - first["elapsed_s"]
-        dtype = autocast_dtype(config.train.precision, torch.device(device))
-        trained = run.load(Path(tmp) / "run", device=device, merge=True, dtype=dtype)
+        trained = Classifier.load(Path(tmp) / "run", device=device)  # merged, in the run's training precision
         texts, _ = texts_and_labels(predict_n)
-        data = encode(trained.tokenizer, texts, None, config.data.max_length)
-        predict_logits(trained.model, warm_up_items(data), 64, trained.tokenizer.pad_token_id, device, dtype)
+        trained.logits(texts[:64], 64)  # warm the inference kernels up before timing
         start = time.perf_counter()
-        predict_logits(trained.model, data, config.train.eval_batch_size, trained.tokenizer.pad_token_id, device,
-                       dtype)
+        trained.logits(texts, config.train.eval_batch_size)
         if device == "cuda":
             torch.cuda.synchronize()
         predict_seconds = time.perf_counter() - start
@@ -193,13 +188,6 @@ def arm_loraclf(model_name: str, steps: int, predict_n: int, device: str) -> dic
         "peak_memory_mb": peak_memory_mb(device),
         "precision": summary["precision"],
     }
-
-
-def warm_up_items(data, n: int = 64):
-    """A few items to warm the inference kernels up before timing."""
-    from loraclf.data import Encoded
-
-    return Encoded(data.input_ids[:n])
 
 
 def run_arm(arm: str, model: str, steps: int, predict_n: int, device: str) -> dict:

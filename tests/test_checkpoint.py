@@ -5,17 +5,18 @@ import os
 import signal
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 from conftest import write_csv
 from safetensors.torch import load_file
-from test_train import tiny_config
+from test_training import tiny_config
 
 from loraclf import checkpoint, run
 from loraclf.config import save_config
 from loraclf.errors import UserError
-from loraclf.train import train
+from loraclf.training import train
 
 # 120 training items in batches of 8: 15 steps an epoch, 3 epochs, a checkpoint every 4 steps.
 STEPS_PER_EPOCH = 15
@@ -36,13 +37,13 @@ def recipe(tmp_path, tiny_model_dir, agnews_rows):
     return path
 
 
+KILL_AT = Path(__file__).with_name("kill_at.py")
+
+
 def cli(*args, crash_at=None):
     env = os.environ | {"TOKENIZERS_PARALLELISM": "false"}
-    env.pop("LORACLF_TEST_CRASH_AT", None)
-    if crash_at:
-        env["LORACLF_TEST_CRASH_AT"] = crash_at
-    return subprocess.run([sys.executable, "-m", "loraclf.cli", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+    launcher = [str(KILL_AT), crash_at] if crash_at else ["-m", "loraclf.cli"]
+    return subprocess.run([sys.executable, *launcher, *args], env=env, capture_output=True, text=True, timeout=300)
 
 
 def weights(folder):

@@ -1,9 +1,9 @@
 """Data-parallel training: 2 CPU processes (gloo, started by torchrun) against one process, same global batch."""
 
 import json
-import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -51,13 +51,10 @@ def recipe(tmp_path, tiny_model_dir, agnews_rows):
 
 
 def launch(args, processes: int, crash_at: str | None = None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "LORACLF_TEST_CRASH_AT"}
-    if crash_at:
-        env["LORACLF_TEST_CRASH_AT"] = crash_at
+    program = [str(Path(__file__).with_name("kill_at.py")), crash_at] if crash_at else ["-m", "loraclf.cli"]
     prefix = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-              "--standalone", "-m"] if processes > 1 else [sys.executable, "-m"]
-    return subprocess.run(prefix + ["loraclf.cli", "train", *args], env=env, capture_output=True, text=True,
-                          timeout=300)
+              "--standalone"] if processes > 1 else [sys.executable]
+    return subprocess.run(prefix + program + ["train", *args], capture_output=True, text=True, timeout=300)
 
 
 def events(folder, kind):

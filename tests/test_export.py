@@ -7,15 +7,14 @@ import sys
 import numpy as np
 import pytest
 
-from loraclf import export, run
+from loraclf import export
 from loraclf.cli import main
-from loraclf.data import encode
 from loraclf.errors import UserError
-from loraclf.predict import load_weights, open_classifier, predict_logits
-from loraclf.train import train
+from loraclf.classifier import Classifier
+from loraclf.training import train
 
 from conftest import write_csv
-from test_train import tiny_config
+from test_training import tiny_config
 
 pytest.importorskip("onnxruntime", reason="needs the export extra (pip install 'loraclf[export]')")
 
@@ -46,15 +45,11 @@ def trained(tmp_path_factory, tiny_model_dir, agnews_rows):
 
 
 def logits_of(folder, texts):
-    classifier = load_weights(open_classifier(folder), "cpu", None)
-    encoded = encode(classifier.tokenizer, texts, None, classifier.max_length)
-    return predict_logits(classifier.model, encoded, 16, classifier.tokenizer.pad_token_id, "cpu")
+    return Classifier.load(folder, device="cpu", precision="fp32").logits(texts, 16)
 
 
 def unmerged_logits(run_dir, texts):
-    loaded = run.load(run_dir, merge=False)
-    encoded = encode(loaded.tokenizer, texts, None, loaded.config.data.max_length)
-    return predict_logits(loaded.model, encoded, 16, loaded.tokenizer.pad_token_id, "cpu")
+    return Classifier.load(run_dir, device="cpu", precision="fp32", merge=False).logits(texts, 16)
 
 
 @pytest.mark.parametrize("head", ["default", "lowrank"])

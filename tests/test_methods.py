@@ -4,16 +4,17 @@ import math
 
 import pytest
 import torch
-from test_train import small_csv, tiny_config  # noqa: F401  (small_csv is a fixture)
+from test_training import small_csv, tiny_config  # noqa: F401  (small_csv is a fixture)
 
-from loraclf import budget, run
+from loraclf import accounting, run
 from loraclf.config import Config
 from loraclf.data import encode, load_splits
 from loraclf.errors import UserError
 from loraclf.evaluate import metrics
 from loraclf.model import build_model
+from loraclf.classifier import Classifier
 from loraclf.predict import predict_logits
-from loraclf.train import param_groups, train
+from loraclf.training import param_groups, train
 
 HIDDEN, LAYERS, R = 32, 2, 4  # the tiny RoBERTa of conftest; q, k, v targeted
 HEAD = HIDDEN * HIDDEN + HIDDEN + HIDDEN * 2 + 2  # default head, 2 classes
@@ -44,15 +45,15 @@ SETTINGS = {"lora": {}, "dora": {"use_dora": True}, "vera": {"method": "vera"}, 
 @pytest.mark.parametrize("name", list(SETTINGS))
 def test_adapter_count_is_exact_and_the_estimate_matches_the_model(tiny_model_dir, name):
     config = tiny(tiny_model_dir, **SETTINGS[name])
-    planned = budget.estimate(config, ["a", "b"])
+    planned = accounting.estimate(config, ["a", "b"])
     assert (planned.lora, planned.head, planned.other) == (LAYERS * 3 * PER_LAYER[name], HEAD, 0)
-    assert budget.count(build_model(config.model, config.lora, ["a", "b"]), config.budget.max_trainable) == planned
+    assert accounting.count(build_model(config.model, config.lora, ["a", "b"]), config.budget.max_trainable) == planned
 
 
 def test_layers_and_rank_pattern(tiny_model_dir):
-    only_first = budget.estimate(tiny(tiny_model_dir, layers=[0]), ["a", "b"])
+    only_first = accounting.estimate(tiny(tiny_model_dir, layers=[0]), ["a", "b"])
     assert only_first.lora == 3 * PER_LAYER["lora"]
-    patterned = budget.estimate(tiny(tiny_model_dir, rank_pattern={"value": 8}), ["a", "b"])
+    patterned = accounting.estimate(tiny(tiny_model_dir, rank_pattern={"value": 8}), ["a", "b"])
     assert patterned.lora == LAYERS * (2 * PER_LAYER["lora"] + 8 * 2 * HIDDEN)
 
 
@@ -90,11 +91,11 @@ def test_each_method_trains_saves_and_reloads(tmp_path, tiny_model_dir, small_cs
     summary = train(config, out, log=lambda _: None)
     assert summary["parameters"]["lora"] == LAYERS * 3 * PER_LAYER[name]
     for merge in (False, True):
-        trained = run.load(out, merge=merge)
-        splits = load_splits(trained.config.data, trained.tokenizer, log=lambda _: None)
+        trained = Classifier.load(out, device="cpu", precision="fp32", merge=merge)
+        splits = load_splits(run.read_config(out).data, trained.tokenizer, log=lambda _: None)
         val = encode(trained.tokenizer, splits.val.texts, None, config.data.max_length)
         with torch.no_grad():
-            result = metrics(splits.val.labels, predict_logits(trained.model, val, 16, 1, "cpu"), trained.label_names)
+            result = metrics(splits.val.labels, predict_logits(trained.model, val, 16, 1, "cpu"), trained.labels)
         assert result["loss"] == pytest.approx(summary["best"]["val_loss"], abs=1e-4), merge
 
 
@@ -118,9 +119,9 @@ def test_pissa_and_olora_start_from_the_base_model_and_reload_on_the_original_we
     out = tmp_path / "run"
     summary = train(config, out, log=lambda _: None)
     for merge in (False, True):
-        trained = run.load(out, merge=merge)  # the original random base + the converted adapter
-        splits = load_splits(trained.config.data, trained.tokenizer, log=lambda _: None)
+        trained = Classifier.load(out, device="cpu", precision="fp32", merge=merge)  # the original random base + the converted adapter
+        splits = load_splits(run.read_config(out).data, trained.tokenizer, log=lambda _: None)
         val = encode(trained.tokenizer, splits.val.texts, None, config.data.max_length)
         with torch.no_grad():
-            result = metrics(splits.val.labels, predict_logits(trained.model, val, 16, 1, "cpu"), trained.label_names)
+            result = metrics(splits.val.labels, predict_logits(trained.model, val, 16, 1, "cpu"), trained.labels)
         assert result["loss"] == pytest.approx(summary["best"]["val_loss"], abs=1e-4), merge

@@ -92,7 +92,7 @@ def test_pretrained_weights_load_from_a_folder(tiny_dir, tmp_path):
 def test_bert_pooler_is_part_of_the_head(tmp_path):
     from transformers import BertConfig
 
-    from loraclf import budget
+    from loraclf import accounting
     from loraclf.config import Config
 
     BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -110,7 +110,7 @@ def test_bert_pooler_is_part_of_the_head(tmp_path):
     config = Config()
     config.model.name_or_path = str(tmp_path)
     config.lora.r, config.lora.target_modules = 2, ["query", "value"]
-    b = budget.estimate(config, LABELS)
+    b = accounting.estimate(config, LABELS)
     assert b.head == 32 * 32 + 32 + 32 * 4 + 4  # the same shape as RoBERTa's head
     assert b.lora == 2 * 2 * 2 * (32 + 32)
 

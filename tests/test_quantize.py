@@ -12,17 +12,18 @@ import numpy as np
 import pytest
 import torch
 
-from loraclf import budget, quantize, run
+from loraclf import accounting, quantize, run
 from loraclf.config import QuantizationConfig
 from loraclf.data import encode
 from loraclf.errors import UserError
 from loraclf.evaluate import metrics
 from loraclf.model import build_base, wrap_with_lora
+from loraclf.classifier import Classifier
 from loraclf.predict import predict_logits
-from loraclf.train import train
+from loraclf.training import train
 
 from conftest import ROBERTA, tiny_roberta_config, write_csv
-from test_train import tiny_config
+from test_training import tiny_config
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("bitsandbytes") is None,
                                 reason="needs bitsandbytes (pip install 'loraclf[quantization]')")
@@ -89,7 +90,7 @@ def test_linear_layers_quantized_head_and_norms_full_precision_and_counts_exact(
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or "modules_to_save" in n for n in trainable)
     # Exact: the weights-free estimate (unquantized meta model) equals the quantized model's count, frozen included.
-    assert budget.count(model, config.budget.max_trainable) == budget.estimate(config, labels)
+    assert accounting.count(model, config.budget.max_trainable) == accounting.estimate(config, labels)
 
 
 def test_base_weight_memory(model64_dir, random_base_dir):
@@ -134,16 +135,16 @@ def test_quantized_run_reloads_on_a_quantized_and_on_a_full_precision_base(tmp_p
     assert summary["quantization"] == f"{bits}-bit"
     assert summary["parameters"] == json.loads((tmp_path / "run" / run.BUDGET).read_text())
 
-    loaded = run.load(tmp_path / "run")
+    loaded = Classifier.load(tmp_path / "run", device="cpu", precision="fp32")
     assert {"Linear4bit", "Linear8bitLt"} & {type(m).__name__ for m in loaded.model.modules()}
-    splits = load_splits(loaded.config.data, loaded.tokenizer, lambda _: None)
+    splits = load_splits(run.read_config(tmp_path / "run").data, loaded.tokenizer, lambda _: None)
     val = encode(loaded.tokenizer, splits.val.texts, None, config.data.max_length)
     on_quantized = predict_logits(loaded.model, val, 16, 1, "cpu")
     # On the base it trained on, the adapter gives back the validation loss recorded in training.
-    assert metrics(splits.val.labels, on_quantized, loaded.label_names)["loss"] == pytest.approx(
+    assert metrics(splits.val.labels, on_quantized, loaded.labels)["loss"] == pytest.approx(
         summary["best"]["val_loss"], abs=1e-5)
 
-    full = run.load(tmp_path / "run", quantized=False)
+    full = Classifier.load(tmp_path / "run", device="cpu", precision="fp32", quantized=False)
     assert not {"Linear4bit", "Linear8bitLt"} & {type(m).__name__ for m in full.model.modules()}
     on_full = predict_logits(full.model, val, 16, 1, "cpu")
     # Only the base's rounding separates the two: the adapter and head are the same tensors.

@@ -9,10 +9,10 @@ import pytest
 
 from loraclf import report, run
 from loraclf.cli import main
-from loraclf.train import train
+from loraclf.training import train
 
 from conftest import write_csv
-from test_train import tiny_config
+from test_training import tiny_config
 
 CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "google-chrome") if shutil.which(n)), None)
 

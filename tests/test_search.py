@@ -1,10 +1,11 @@
 """Optuna search on a tiny model: workers sharing a SQLite study, a worker killed mid-trial, budget first."""
 
+import importlib.util
 import json
-import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import yaml
@@ -66,12 +67,11 @@ def test_two_workers_share_one_study(tmp_path, recipe):
 def test_a_killed_worker_leaves_its_trial_failed_and_the_study_completes(tmp_path, recipe):
     study = tmp_path / "study"
     # Worker A kills itself (SIGKILL) after the second step of its first trial.
-    env = os.environ | {"LORACLF_TEST_CRASH_AT": "after-step:2"}
-    killed = subprocess.Popen(command(recipe, study, 3), env=env, stdout=subprocess.DEVNULL,
+    kill_at = [sys.executable, str(Path(__file__).with_name("kill_at.py")), "after-step:2"]
+    killed = subprocess.Popen(kill_at + command(recipe, study, 3)[3:], stdout=subprocess.DEVNULL,
                               stderr=subprocess.PIPE, text=True)
     time.sleep(1.0)
-    survivor = subprocess.run(command(recipe, study, 3), capture_output=True, text=True, timeout=600,
-                              env={k: v for k, v in os.environ.items() if k != "LORACLF_TEST_CRASH_AT"})
+    survivor = subprocess.run(command(recipe, study, 3), capture_output=True, text=True, timeout=600)
     assert killed.wait(timeout=120) == -9
     assert survivor.returncode == 0, survivor.stderr[-2000:]
     trials = trials_of(study)
@@ -118,3 +118,35 @@ def test_the_recipe_itself_is_the_first_trial_when_the_space_holds_it(tmp_path, 
     assert start["r"] == 4 and start["alpha_ratio"] == 2 and start["layers"] == "all" and start["method"] == "lora"
     config.train.lr = 1.0  # outside search.lr
     assert recipe_params(config, 2) is None
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None or importlib.util.find_spec("mlflow") is None,
+                    reason="needs the tracking extra (pip install 'loraclf[tracking]')")
+def test_pruned_trials_close_their_trackers_and_the_next_trial_logs(tmp_path, recipe, monkeypatch):
+    from mlflow.tracking import MlflowClient
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from loraclf import search
+
+    class PruneEvenTrials(optuna.pruners.BasePruner):
+        def prune(self, study, trial) -> bool:
+            return trial.number % 2 == 0
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.setattr(search, "_pruner", lambda space: PruneEvenTrials())
+    config = load_config(recipe)
+    config.train.log_to = ["jsonl", "tensorboard", "mlflow"]
+    config.search.epochs = [1, 1]
+    study = tmp_path / "study"
+    search.search(config, 3, study, log=lambda _: None)
+    states = {t.number: t.state.name for t in trials_of(study)}
+    assert states == {0: "PRUNED", 1: "COMPLETE", 2: "PRUNED"}
+    for number, state in states.items():
+        folder = study / "trials" / f"trial-{number:04d}"
+        [experiment] = [e for e in MlflowClient((folder / "mlruns").as_uri()).search_experiments()]
+        [logged] = MlflowClient((folder / "mlruns").as_uri()).search_runs([experiment.experiment_id])
+        assert logged.info.status == ("FINISHED" if state == "COMPLETE" else "FAILED")
+        assert "eval_val_accuracy" in logged.data.metrics
+        board = EventAccumulator(str(folder / "tensorboard"))
+        board.Reload()
+        assert "eval/val_accuracy" in board.Tags()["scalars"]

@@ -12,10 +12,10 @@ import time
 import numpy as np
 import pytest
 
-from loraclf.train import train
+from loraclf.training import train
 
 from conftest import write_csv
-from test_train import tiny_config
+from test_training import tiny_config
 
 httpx = pytest.importorskip("httpx", reason="needs the serve extra and httpx")
 pytest.importorskip("fastapi", reason="needs the serve extra (pip install 'loraclf[serve]')")
@@ -130,3 +130,21 @@ def test_bounded_load_with_malformed_requests(server):
     calls = httpx.get(f"{url}/health").json()["model_calls"] - calls_before
     print(f"{good} valid requests answered in {calls} model calls (micro-batching)")
     assert calls < good
+
+
+def test_a_chunked_oversize_body_gets_413_and_every_rejection_counts(server):
+    url, pool = server
+    before = httpx.get(f"{url}/health").json()["rejected"]
+
+    def chunks():  # 6 MB with no Content-Length: Transfer-Encoding: chunked
+        yield b'{"texts": ["'
+        for _ in range(6 * 64):
+            yield b"x" * 16384
+
+    response = httpx.post(f"{url}/predict", content=chunks(), headers={"content-type": "application/json"},
+                          timeout=30)
+    assert "content-length" not in response.request.headers
+    assert response.status_code == 413 and "over" in response.json()["detail"]
+    # Pydantic's 422s (wrong types) count as rejected too, beside the body limit's 413.
+    assert httpx.post(f"{url}/predict", json={"texts": [1]}).status_code == 422
+    assert httpx.get(f"{url}/health").json()["rejected"] == before + 2

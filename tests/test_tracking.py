@@ -8,10 +8,10 @@ import pytest
 
 from loraclf import run, tracking
 from loraclf.errors import UserError
-from loraclf.train import train
+from loraclf.training import train
 
 from conftest import write_csv
-from test_train import tiny_config
+from test_training import tiny_config
 
 
 def same(logged, expected) -> bool:

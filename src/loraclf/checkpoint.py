@@ -112,7 +112,7 @@ def latest(run_dir: Path) -> Path | None:
 
 def save(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
          scaler: torch.amp.GradScaler, best_state: dict[str, torch.Tensor], loop_state: dict[str, Any],
-         keep: int, keep_step: int | None = None, crash_hook=None,
+         keep: int, keep_step: int | None = None,
          rng_by_rank: list[dict[str, torch.Tensor]] | None = None) -> Path:
     """Write checkpoint `step` atomically, then prune to the last `keep` (plus `keep_step`, the best).
 
@@ -126,8 +126,6 @@ def save(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.opti
     try:
         _save_tensors(trainable_state(model), tmp / "trainable.safetensors")
         _save_tensors(best_state, tmp / "best.safetensors")
-        if crash_hook:
-            crash_hook("checkpoint-write", step)
         optimizer_tensors, groups = _optimizer_state(optimizer)
         _save_tensors(optimizer_tensors, tmp / "optimizer.safetensors")
         rng, rng_states = _rng_state()

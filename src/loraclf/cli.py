@@ -18,58 +18,94 @@ class _Parser(argparse.ArgumentParser):
         raise UserError(f"{self.prog}: {message}")
 
 
+PICKLE_HELP = "read pickled data files (unpickling runs code from the file: only for files you trust)"
+UNQUANTIZED_HELP = "a run trained on a quantized base: put the adapter on the full-precision base instead"
+PRECISION_HELP = ("auto (default): the precision the run trained in, bf16 where the CPU or GPU has it natively; "
+                  "fp32: full precision (may flip near-ties); exports always run in fp32")
+FOLDER_HELP = "a run folder, or a folder made by loraclf export"
+VERBOSE_HELP = "keep the warnings and log lines of transformers, peft and the hub (hidden by default)"
+
+
 def _parser() -> argparse.ArgumentParser:
     from loraclf import __version__
 
-    parser = _Parser(prog="loraclf", description="LoRA text classification under a parameter budget.")
+    parser = _Parser(prog="loraclf", description="LoRA text classification under a parameter budget. "
+                                                 "Config keys are overridden as --section.key VALUE.")
     parser.add_argument("--version", action="version", version=f"loraclf {__version__}")
+    parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for add in (_add_train, _add_budget, _add_plan, _add_evaluate, _add_predict, _add_report, _add_search,
+                _add_serve, _add_export):
+        # SUPPRESS: a command's own default must not undo `loraclf --verbose COMMAND`.
+        add(commands).add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
+    return parser
 
+
+def _add_train(commands) -> argparse.ArgumentParser:
     train = commands.add_parser("train", help="fine-tune with LoRA; writes a run folder")
     train.add_argument("--config", help="recipe YAML, e.g. configs/paper.yaml")
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue an interrupted run from its latest checkpoint, with its own config")
     train.add_argument("--output-dir", help="run folder (default: runs/<config>-<time>)")
     train.add_argument("--overwrite", action="store_true", help="reuse a non-empty run folder")
-    train.add_argument("--allow-pickle", action="store_true", help="allow pickled data files (runs their code)")
+    train.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
+    return train
 
+
+def _add_budget(commands) -> argparse.ArgumentParser:
     budget = commands.add_parser("budget", help="exact trainable parameters, without weights")
-    budget.add_argument("--config", required=True)
+    budget.add_argument("--config", required=True, help="recipe YAML")
     budget.add_argument("--json", action="store_true", help="print one JSON object")
-    budget.add_argument("--allow-pickle", action="store_true")
+    budget.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
+    return budget
 
+
+def _add_plan(commands) -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="adapter configurations that fit a parameter budget, best first")
     plan.add_argument("--config", help="recipe YAML whose model and data to plan for (default: built-in defaults)")
     plan.add_argument("--budget", type=int, help="trainable-parameter budget (default: the config's)")
     plan.add_argument("--top", type=int, default=15, help="how many to print (default 15)")
     plan.add_argument("--json", action="store_true", help="one JSON object per configuration")
-    plan.add_argument("--allow-pickle", action="store_true")
+    plan.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
+    return plan
 
+
+def _add_evaluate(commands) -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="metrics of a run on a labelled file")
-    evaluate.add_argument("run_dir", help="a run folder, or a folder made by loraclf export")
-    evaluate.add_argument("--data", required=True, help="labelled file (CSV, JSONL, Parquet, pickle)")
+    evaluate.add_argument("run_dir", help=FOLDER_HELP)
+    evaluate.add_argument("--data", "--input", dest="data", required=True,
+                          help="labelled file (CSV, JSONL, Parquet, pickle)")
     evaluate.add_argument("--output", help="metrics JSON (default: RUN_DIR/eval_<data>.json); a PNG goes beside")
-    evaluate.add_argument("--batch-size", type=int, default=32)
-    evaluate.add_argument("--allow-pickle", action="store_true")
-    evaluate.add_argument("--unquantized", action="store_true",
-                          help="a run trained on a quantized base: load the adapter onto the full-precision base")
+    evaluate.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+    evaluate.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help=PRECISION_HELP)
+    evaluate.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
+    evaluate.add_argument("--unquantized", action="store_true", help=UNQUANTIZED_HELP)
+    return evaluate
 
+
+def _add_predict(commands) -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="labels and probabilities for texts")
-    predict.add_argument("run_dir", help="a run folder, or a folder made by loraclf export")
+    predict.add_argument("run_dir", help=FOLDER_HELP)
     predict.add_argument("texts", nargs="*", help="texts to classify (else --input, else stdin lines)")
     predict.add_argument("--input", help="file of texts (CSV, JSONL, Parquet, pickle)")
     predict.add_argument("--output", help=".csv or .jsonl (default: CSV on stdout)")
     predict.add_argument("--submission", action="store_true", help="write the competition format ID,Label")
     predict.add_argument("--text-column", help="column holding the texts (default: the run's)")
-    predict.add_argument("--batch-size", type=int, default=32)
-    predict.add_argument("--allow-pickle", action="store_true")
-    predict.add_argument("--unquantized", action="store_true",
-                         help="a run trained on a quantized base: load the adapter onto the full-precision base")
+    predict.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+    predict.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help=PRECISION_HELP)
+    predict.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
+    predict.add_argument("--unquantized", action="store_true", help=UNQUANTIZED_HELP)
+    return predict
 
+
+def _add_report(commands) -> argparse.ArgumentParser:
     report = commands.add_parser("report", help="write the run's report.html (curves, errors, parameters)")
-    report.add_argument("run_dir")
+    report.add_argument("run_dir", help="a run folder")
     report.add_argument("--output", help="HTML file (default: RUN_DIR/report.html)")
+    return report
 
+
+def _add_search(commands) -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="hyperparameter search under the budget (Optuna)")
     search.add_argument("--config", required=True, help="recipe YAML; its search: section is the space")
     search.add_argument("--trials", type=int, required=True, help="complete or pruned trials the study should hold")
@@ -79,21 +115,27 @@ def _parser() -> argparse.ArgumentParser:
     search.add_argument("--workers", type=int, default=1, help="processes on this machine (default 1)")
     search.add_argument("--timeout", type=float, help="minutes after which no new trial starts (this run)")
     search.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
-    search.add_argument("--allow-pickle", action="store_true")
+    search.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
+    return search
 
+
+def _add_serve(commands) -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="an HTTP service: POST /predict, GET /health, /info, /")
-    serve.add_argument("run_dir", help="a run folder, or a folder made by loraclf export")
+    serve.add_argument("run_dir", help=FOLDER_HELP)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
+    return serve
 
+
+def _add_export(commands) -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="a run as a merged transformers folder or an ONNX graph")
-    export.add_argument("run_dir")
+    export.add_argument("run_dir", help="a run folder")
     export.add_argument("--format", required=True, choices=["merged", "onnx"],
                         help="merged: adapter folded into the weights, loads without peft; onnx: an ONNX graph")
     export.add_argument("--int8", action="store_true", help="onnx only: int8 weights (dynamic quantization, CPU)")
     export.add_argument("--output", required=True, help="export folder")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty export folder")
-    return parser
+    return export
 
 
 def _config(args, overrides):
@@ -112,7 +154,7 @@ def _label_names(config) -> list[str]:
 
 
 def cmd_train(args, overrides) -> None:
-    from loraclf.train import train
+    from loraclf.training import train
 
     if args.resume:
         if args.config or args.output_dir or args.overwrite or overrides:
@@ -130,10 +172,10 @@ def cmd_train(args, overrides) -> None:
 
 
 def cmd_budget(args, overrides) -> None:
-    from loraclf import budget
+    from loraclf import accounting
 
     config = _config(args, overrides)
-    breakdown = budget.estimate(config, _label_names(config))
+    breakdown = accounting.estimate(config, _label_names(config))
     if args.json:
         print(json.dumps(breakdown.to_dict() | {"within_budget": breakdown.over_by <= 0}))
     else:
@@ -174,67 +216,51 @@ def cmd_plan(args, overrides) -> None:
 
 def cmd_evaluate(args, overrides) -> None:
     from loraclf import run
-    from loraclf.data import encode, encode_labels, read_file
+    from loraclf.classifier import Classifier, describe
+    from loraclf.data import encode_labels, read_file
     from loraclf.evaluate import metrics, plot_confusion
-    from loraclf.predict import load_weights, open_classifier, predict_logits
 
     _no_overrides(overrides)
-    classifier = open_classifier(args.run_dir)
+    about = describe(args.run_dir)
     # Check the data before loading the model: bad input fails in a second.
-    table = read_file(args.data, classifier.text_column, classifier.label_column, args.allow_pickle)
-    labels = encode_labels(table, classifier.label_names, classifier.label_column)
-    device, dtype = _runtime(classifier.precision)
-    load_weights(classifier, device, dtype, quantized=not args.unquantized)
-    encoded = encode(classifier.tokenizer, table.texts, None, classifier.max_length)
-    logits = predict_logits(classifier.model, encoded, args.batch_size, classifier.tokenizer.pad_token_id, device,
-                            dtype)
-    result = metrics(labels, logits, classifier.label_names) | {"data": str(args.data), "run": str(classifier.path)}
-    output = Path(args.output) if args.output else classifier.path / f"eval_{Path(args.data).stem}.json"
+    table = read_file(args.data, about.text_column, about.label_column, args.allow_pickle)
+    labels = encode_labels(table, about.labels, about.label_column)
+    clf = Classifier.load(args.run_dir, precision=args.precision, quantized=not args.unquantized)
+    result = metrics(labels, clf.logits(table.texts, args.batch_size), clf.labels)
+    result |= {"data": str(args.data), "run": str(about.path)}
+    output = Path(args.output) if args.output else about.path / f"eval_{Path(args.data).stem}.json"
     run.write_json(output, result)
-    plot_confusion(result["confusion_matrix"], classifier.label_names, output.with_suffix(".png"),
-                   Path(args.data).name)
+    plot_confusion(result["confusion_matrix"], clf.labels, output.with_suffix(".png"), Path(args.data).name)
     print(f"accuracy {result['accuracy']:.4f}  macro-F1 {result['macro_f1']:.4f}  on {result['count']:,} items")
     print(f"wrote {output} and {output.with_suffix('.png')}")
 
 
 def cmd_predict(args, overrides) -> None:
-    from loraclf.data import Table, check_texts, encode, read_file
-    from loraclf.predict import (
-        load_weights,
-        open_classifier,
-        output_format,
-        predict_logits,
-        render,
-        softmax,
-        write_predictions,
-    )
+    from loraclf.classifier import Classifier, describe
+    from loraclf.data import Table, check_texts, read_file
+    from loraclf.predict import output_format, render, write_predictions
 
     _no_overrides(overrides)
     if args.output:
         output_format(Path(args.output), args.submission)  # fail on a bad name before any work
     if args.input and args.texts:
         raise UserError("predict: give texts as arguments or --input FILE, not both")
-    classifier = open_classifier(args.run_dir)
-    column = args.text_column or classifier.text_column
+    about = describe(args.run_dir)
     if args.input:
-        table = read_file(args.input, column, classifier.label_column, args.allow_pickle)
+        table = read_file(args.input, args.text_column or about.text_column, about.label_column, args.allow_pickle)
     else:
         if not args.texts and sys.stdin.isatty():
             raise UserError("predict: give texts as arguments, --input FILE, or texts on stdin, one per line")
         texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
         table = Table("arguments" if args.texts else "stdin", texts, None)
         check_texts(table)
-    device, dtype = _runtime(classifier.precision)
-    load_weights(classifier, device, dtype, quantized=not args.unquantized)
-    encoded = encode(classifier.tokenizer, table.texts, None, classifier.max_length)
-    logits = predict_logits(classifier.model, encoded, args.batch_size, classifier.tokenizer.pad_token_id, device,
-                            dtype)
-    probs = softmax(logits)
+    clf = Classifier.load(args.run_dir, precision=args.precision, quantized=not args.unquantized)
+    probs = clf.predict_proba(table.texts, args.batch_size)
     if args.output:
-        write_predictions(Path(args.output), probs, classifier.label_names, args.submission)
+        write_predictions(Path(args.output), probs, clf.labels, args.submission)
         print(f"wrote {len(table.texts):,} predictions to {args.output}", file=sys.stderr)
     else:
-        sys.stdout.write(render(probs, classifier.label_names, "csv", args.submission))
+        sys.stdout.write(render(probs, clf.labels, "csv", args.submission))
 
 
 def cmd_report(args, overrides) -> None:
@@ -293,16 +319,6 @@ def cmd_export(args, overrides) -> None:
     export(args.run_dir, args.format, args.output, int8=args.int8, overwrite=args.overwrite)
 
 
-def _runtime(precision: str):
-    """Inference device, and the precision the run trained in (bf16 where it did; exports: fp32)."""
-    import torch
-
-    from loraclf.runtime import autocast_dtype
-
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return device, autocast_dtype(precision, device)
-
-
 def _no_overrides(overrides: list[str]) -> None:
     if overrides:
         raise UserError(f"unexpected arguments: {' '.join(overrides)}")
@@ -313,20 +329,26 @@ COMMANDS = {"train": cmd_train, "budget": cmd_budget, "plan": cmd_plan, "evaluat
             "serve": cmd_serve, "search": cmd_search}
 
 
+def _quiet() -> None:
+    """Hide library chatter that says nothing wrong (`--verbose` keeps it)."""
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as hf_logging
+
+    from loraclf.quantize import quiet_bitsandbytes
+
+    warnings.filterwarnings("ignore", category=FutureWarning)
+    quiet_bitsandbytes()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()  # weight loading/saving bars: noise between our own lines
+    hub_logging.set_verbosity_error()  # its retry chatter would bury our one-line error
+
+
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    warnings.filterwarnings("ignore", category=FutureWarning)
     try:
         args, overrides = _parser().parse_known_args(argv)
-        from loraclf.quantize import quiet_bitsandbytes
-
-        quiet_bitsandbytes()
-        from huggingface_hub.utils import logging as hub_logging
-        from transformers.utils import logging as hf_logging
-
-        hf_logging.set_verbosity_error()
-        hf_logging.disable_progress_bar()  # weight loading/saving bars: noise between our own lines
-        hub_logging.set_verbosity_error()  # its retry chatter would bury our one-line error
+        if not args.verbose:
+            _quiet()
         COMMANDS[args.command](args, overrides)
     except UserError as exc:
         print(f"loraclf: error: {' '.join(str(exc).split())}", file=sys.stderr)

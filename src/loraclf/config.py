@@ -13,6 +13,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Union
 
 import yaml
@@ -410,9 +411,27 @@ def _coerce(value: Any, kind: Any, key: str, origin: str) -> Any:
     raise TypeError(f"unsupported annotation {kind!r} for {key}")
 
 
+# The names users bring from the HF Trainer (TrainingArguments) and PEFT (LoraConfig), and loraclf's keys for them.
+ALIASES = {
+    "learning_rate": "train.lr", "num_train_epochs": "train.epochs", "per_device_train_batch_size": "train.batch_size",
+    "per_device_eval_batch_size": "train.eval_batch_size", "eval_steps": "train.eval_every",
+    "save_steps": "train.checkpoint_every", "save_total_limit": "train.keep_checkpoints",
+    "logging_steps": "train.log_every", "lr_scheduler_type": "train.scheduler",
+    "metric_for_best_model": "train.metric_for_best", "lora_alpha": "lora.alpha", "lora_dropout": "lora.dropout",
+    "lora_r": "lora.r", "layers_to_transform": "lora.layers", "max_seq_length": "data.max_length",
+    "bf16": "train.precision", "fp16": "train.precision", "warmup_steps": "train.warmup_ratio (a share of all steps)",
+}
+
+
+def alias_hint(name: str) -> str | None:
+    """`; loraclf calls it 'train.lr'` for a Trainer or PEFT name, else None."""
+    target = ALIASES.get(name.split(".")[-1])
+    return f"; loraclf calls it '{target}'" if target else None
+
+
 def _unknown(key: str, known: list[str], origin: str) -> UserError:
     close = difflib.get_close_matches(key.split(".")[-1], known, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}"
+    hint = alias_hint(key) or (f"; did you mean {close[0]!r}?" if close else f"; known: {', '.join(known)}")
     return UserError(f"unknown config key {key!r} (from {origin}){hint}")
 
 
@@ -463,7 +482,8 @@ def parse_overrides(args: list[str]) -> list[tuple[str, str]]:
     while i < len(args):
         arg = args[i]
         if not arg.startswith("--") or "." not in arg:
-            raise UserError(f"unexpected argument {arg!r}: overrides look like --section.key value")
+            hint = alias_hint(arg[2:].split("=")[0]) if arg.startswith("--") else None
+            raise UserError(f"unexpected argument {arg!r}: overrides look like --section.key value{hint or ''}")
         if "=" in arg:
             key, raw = arg[2:].split("=", 1)
             i += 1
@@ -485,10 +505,14 @@ def _parse_raw(raw: str) -> Any:
 
 def load_config(
     path: str | Path | None = None,
-    overrides: list[tuple[str, str]] | None = None,
+    overrides: list[tuple[str, str]] | Mapping[str, Any] | None = None,
     tree: dict[str, Any] | None = None,
 ) -> Config:
-    """Defaults, then the YAML file (or an already-read tree), then overrides; validated."""
+    """Defaults, then the YAML file (or an already-read tree), then overrides; validated.
+
+    `overrides`: {"train.epochs": 1, ...} with Python values, or the command line's
+    (key, raw text) pairs, whose text is read as YAML (`--train.lr 3e-5`).
+    """
     config = Config()
     if path is not None:
         for key, value in _flatten(read_yaml(path), f"config file {path}").items():
@@ -496,8 +520,12 @@ def load_config(
     if tree is not None:
         for key, value in _flatten(tree, "config").items():
             _apply(config, key, value, "saved config")
-    for key, raw in overrides or []:
-        _apply(config, key, _parse_raw(raw), f"--{key}")
+    if isinstance(overrides, Mapping):
+        for key, value in overrides.items():
+            _apply(config, key, value, f"overrides[{key!r}]")
+    else:
+        for key, raw in overrides or []:
+            _apply(config, key, _parse_raw(raw), f"--{key}")
     config.validate()
     return config
 

@@ -20,6 +20,7 @@ from typing import Any
 import torch
 
 from loraclf import run
+from loraclf.classifier import Classifier
 from loraclf.errors import UserError
 
 MANIFEST = "loraclf_export.json"
@@ -65,7 +66,7 @@ def export(run_dir: str | Path, fmt: str, output: str | Path, int8: bool = False
         _require("onnx", "export --format onnx")
         _require("onnxscript", "export --format onnx")
     # A quantized run ships its adapter merged into the full-precision base: 4-bit weights do not export.
-    trained = run.load(run_dir, merge=True, quantized=False)
+    trained = Classifier.load(run_dir, device="cpu", precision="fp32", quantized=False)
     model = trained.model.float().eval()
     _plain_attention(model)
     manifest: dict[str, Any] = {

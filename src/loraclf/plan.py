@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from loraclf import budget
+from loraclf import accounting
 from loraclf.config import Config, load_config, parse_overrides
 from loraclf.model import apply_head, head_module_names, load_base_config
 
@@ -121,7 +121,7 @@ def candidates(config: Config, label_names: list[str], max_trainable: int) -> li
     return sorted(found, key=lambda c: (-c.adapter, c.head_params, c.method, c.r))
 
 
-def exact(config: Config, candidate: Candidate, label_names: list[str]) -> budget.Breakdown:
+def exact(config: Config, candidate: Candidate, label_names: list[str]) -> accounting.Breakdown:
     """The count of `config` with the candidate's printed overrides, built on the meta device as training does."""
     planned = load_config(tree=config.to_dict(), overrides=parse_overrides(candidate.overrides(config)))
-    return budget.estimate(planned, label_names)
+    return accounting.estimate(planned, label_names)

@@ -5,9 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -87,60 +85,3 @@ def write_predictions(path: Path, probs: np.ndarray, label_names: list[str], sub
     if path.is_dir():
         raise UserError(f"output {path}: is a directory, expected a file name")
     write_text(path, render(probs, label_names, fmt, submission))
-
-
-@dataclass
-class Classifier:
-    """What evaluate, predict and serve need of a model, whichever form it ships in."""
-
-    path: Path
-    kind: str  # run, merged, onnx or onnx-int8
-    label_names: list[str]
-    max_length: int
-    text_column: str
-    label_column: str
-    precision: str = "fp32"  # the run's train.precision; exports run in fp32
-    info: dict[str, Any] = field(default_factory=dict)
-    model: Any = None
-    tokenizer: Any = None
-
-
-def open_classifier(folder: str | Path) -> Classifier:
-    """A run folder or an export folder, described without loading its weights (fast checks first)."""
-    from loraclf import export, run
-
-    path = Path(folder)
-    if (path / export.MANIFEST).is_file():
-        m = export.read_manifest(path)
-        return Classifier(path, m["format"], m["label_names"], m["max_length"], m["text_column"],
-                          m.get("label_column", "label"), info=m)
-    _, config, label_names = run.read_run_config(path)
-    return Classifier(path, "run", label_names, config.data.max_length, config.data.text_column,
-                      config.data.label_column, config.train.precision,
-                      info={"base_model": config.model.name_or_path, "method": config.lora.method,
-                            "quantization": config.quantization.bits or None,
-                            "parameters": json.loads((path / run.BUDGET).read_text(encoding="utf-8"))
-                            if (path / run.BUDGET).is_file() else None})
-
-
-def load_weights(classifier: Classifier, device: torch.device, dtype: torch.dtype | None,
-                 quantized: bool = True) -> Classifier:
-    """Load `classifier`'s model and tokenizer: a run through PEFT, a merged export through transformers
-    alone, an ONNX export through onnxruntime (CPU)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    from loraclf import export, run
-
-    if classifier.kind == "run":
-        trained = run.load(classifier.path, device, dtype=dtype, quantized=quantized)
-        classifier.model, classifier.tokenizer = trained.model, trained.tokenizer
-        return classifier
-    classifier.tokenizer = AutoTokenizer.from_pretrained(classifier.path)
-    if classifier.kind == "merged":
-        model = AutoModelForSequenceClassification.from_pretrained(classifier.path, use_safetensors=True)
-        classifier.model = model.to(device).eval()
-    elif classifier.kind in ("onnx", "onnx-int8"):
-        classifier.model = export.OnnxModel(classifier.path / export.ONNX_FILE)
-    else:
-        raise UserError(f"export folder {classifier.path}: unknown format {classifier.kind!r}")
-    return classifier

@@ -3,6 +3,7 @@
     RUN_DIR/
       config.yaml       resolved config
       labels.json       class names in id order
+      versions.json     Python, torch, transformers, peft, loraclf versions and the git commit
       budget.json       trainable-parameter breakdown
       adapter/          best LoRA adapter + head (PEFT format, safetensors)
       tokenizer/        the tokenizer used in training
@@ -11,6 +12,8 @@
       metrics.json      summary: best validation, test metrics, timings
       checkpoints/      resumable training state (see checkpoint.py)
       report.html       curves, confusion matrix, mistakes, parameters, timings (see report.py)
+
+A run folder loads back for inference through `loraclf.Classifier.load`.
 """
 
 from __future__ import annotations
@@ -19,11 +22,9 @@ import json
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import yaml
 
 from loraclf.config import Config, load_config
@@ -35,6 +36,7 @@ BUDGET = "budget.json"
 ADAPTER = "adapter"
 TOKENIZER = "tokenizer"
 BASE_MODEL = "base_model"
+VERSIONS = "versions.json"
 METRICS_LOG = "metrics.jsonl"
 SUMMARY = "metrics.json"
 CHECKPOINTS = "checkpoints"
@@ -69,7 +71,7 @@ def create(path: Path) -> None:
         raise UserError(f"output {path}: cannot write there ({exc.strerror or exc})") from None
 
 
-RUN_FILES = (CONFIG, LABELS, BUDGET, ADAPTER, TOKENIZER, BASE_MODEL, METRICS_LOG, SUMMARY, CHECKPOINTS, INITIAL_ADAPTER,
+RUN_FILES = (CONFIG, LABELS, VERSIONS, BUDGET, ADAPTER, TOKENIZER, BASE_MODEL, METRICS_LOG, SUMMARY, CHECKPOINTS, INITIAL_ADAPTER,
              "test_metrics.json", "test_confusion_matrix.png", "report.html", "tensorboard", "mlruns")
 
 
@@ -136,15 +138,6 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         handle.write(json.dumps(record) + "\n")
 
 
-@dataclass
-class TrainedRun:
-    path: Path
-    config: Config
-    label_names: list[str]
-    tokenizer: Any
-    model: Any
-
-
 def check_folder(path: Path, required: tuple[str, ...], what: str) -> None:
     if not path.is_dir():
         raise UserError(f"run folder {path}: not found" if not path.exists() else f"run folder {path}: not a folder")
@@ -173,38 +166,3 @@ def read_run_config(run_dir: str | Path) -> tuple[Path, Config, list[str]]:
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise UserError(f"run folder {path}: unreadable {LABELS} ({exc})") from None
     return path, config, label_names
-
-
-def load(run_dir: str | Path, device: str | torch.device = "cpu", merge: bool = True, dtype=None,
-         quantized: bool = True) -> TrainedRun:
-    """The trained classifier of a run folder, ready for inference.
-
-    With `merge`, the adapter is folded into the base weights (W + (alpha/r)BA):
-    the same predictions as the unmerged model without the extra LoRA matmuls.
-    `dtype` (e.g. torch.bfloat16) then casts the merged weights once, instead
-    of autocast casting them again for every batch.
-    A run trained on a quantized base loads on a quantized base (unmerged:
-    merging into 4-bit weights would round the update away), unless
-    `quantized` is false: then the adapter goes onto the full-precision base.
-    """
-    from transformers import AutoTokenizer
-
-    from loraclf.model import build_base, load_adapter
-
-    path, config, label_names = read_run_config(run_dir)
-    device = torch.device(device)
-    tokenizer = AutoTokenizer.from_pretrained(path / TOKENIZER)
-    base_folder = path / BASE_MODEL if (path / BASE_MODEL).is_dir() else None
-    quantization = config.quantization if quantized and config.quantization.bits else None
-    base = build_base(config.model, label_names, base_folder=base_folder, quantization=quantization, device=device,
-                      autocast=dtype)
-    model = load_adapter(base, path / ADAPTER)
-    if quantization is not None:
-        return TrainedRun(path, config, label_names, tokenizer, model.eval())
-    # PEFT 0.21 cannot unload VeRA or IA3 beside a trained head (modules_to_save): they run unmerged.
-    if merge and config.lora.method not in ("vera", "ia3"):
-        model = model.merge_and_unload()
-        if dtype is not None:
-            model = model.to(dtype)
-    model = model.to(device).eval()
-    return TrainedRun(path, config, label_names, tokenizer, model)

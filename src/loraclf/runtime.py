@@ -67,3 +67,29 @@ def peak_memory_mb(device: torch.device) -> float | None:
     except ImportError:
         return None
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux reports KiB
+
+
+def versions() -> dict[str, str | None]:
+    """What a run was made with: Python and library versions, and loraclf's git commit where it has one."""
+    import importlib.metadata
+    import platform
+    import subprocess
+    from pathlib import Path
+
+    found: dict[str, str | None] = {"python": platform.python_version()}
+    for package in ("loraclf", "torch", "transformers", "peft", "accelerate", "datasets", "bitsandbytes"):
+        try:
+            found[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            found[package] = None
+    source = Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                timeout=5)
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--", "."], capture_output=True,
+                               text=True, timeout=5)
+    except (OSError, subprocess.SubprocessError):  # no git, or a hung one
+        commit = dirty = None
+    found["git_commit"] = commit.stdout.strip() if commit is not None and commit.returncode == 0 else None
+    found["git_dirty"] = bool(dirty.stdout.strip()) if found["git_commit"] and dirty is not None else None
+    return found

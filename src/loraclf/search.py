@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from loraclf import budget, run
+from loraclf import accounting, run
 from loraclf.config import Config, load_config
 from loraclf.errors import UserError
 
@@ -68,13 +68,13 @@ class Counter:
 
         self.layer_count = getattr(load_base_config(config.model, label_names), "num_hidden_layers", None)
 
-    def count(self, params: dict[str, Any]) -> budget.Breakdown:
+    def count(self, params: dict[str, Any]) -> accounting.Breakdown:
         key = tuple(params.get(k) for k in ("method", "r", "target_modules", "layers", "head"))
         if key not in self.cache:
-            self.cache[key] = budget.estimate(_structure(self.config, params, self.layer_count), self.label_names)
+            self.cache[key] = accounting.estimate(_structure(self.config, params, self.layer_count), self.label_names)
         return self.cache[key]
 
-    def smallest(self) -> budget.Breakdown:
+    def smallest(self) -> accounting.Breakdown:
         """The smallest configuration of the whole space (every structural combination counted)."""
         space = self.config.search
         combos = itertools.product(space.methods, space.r, space.target_modules, space.layers, space.heads)
@@ -154,7 +154,7 @@ def run_worker(config: Config, trials: int, study_dir: Path, storage_url: str | 
 
     from loraclf.data import label_names_of, load_splits
     from loraclf.model import load_tokenizer
-    from loraclf.train import train
+    from loraclf.training import train
 
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)  # heartbeats

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException, Request
+from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, StrictStr
 
@@ -117,21 +119,63 @@ class MicroBatcher:
                 start += len(batch)
 
 
-def build_app(classifier, limits: ServeConfig, dtype=None, batch_size: int = 32):
-    """The FastAPI app for a loaded `predict.Classifier`."""
-    import torch
-    from loraclf.data import encode
-    from loraclf.predict import predict_logits, softmax
+class BodyLimit:
+    """ASGI middleware: 413 once a request body passes `max_body` bytes, counted as they arrive.
 
-    device = torch.device("cpu")
-    pad_id = classifier.tokenizer.pad_token_id
+    A declared Content-Length is checked before anything is read; a chunked body
+    declares none, so its bytes are counted and the request is answered 413 as
+    soon as the count passes the limit, without reading or parsing the rest.
+    """
 
-    def predict(texts: list[str]) -> np.ndarray:
-        encoded = encode(classifier.tokenizer, texts, None, classifier.max_length)
-        return softmax(predict_logits(classifier.model, encoded, batch_size, pad_id, device, dtype))
+    def __init__(self, app, max_body: int, on_reject):
+        self.app, self.max_body, self.on_reject = app, max_body, on_reject
 
-    batcher = MicroBatcher(predict, limits.max_batch, limits.max_wait_ms / 1000)
+    async def reject(self, send) -> None:
+        self.on_reject()
+        await JSONResponse({"detail": f"request body over {self.max_body:,} bytes"}, status_code=413,
+                           headers={"connection": "close"})({"type": "http"}, None, send)
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        length = dict(scope["headers"]).get(b"content-length")
+        if length is not None and (not length.isdigit() or int(length) > self.max_body):
+            return await self.reject(send)
+        received, answered = 0, False
+
+        async def counted_receive():
+            nonlocal received, answered
+            if answered:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_body:
+                    answered = True
+                    await self.reject(send)
+                    return {"type": "http.disconnect"}  # the app stops reading: the body is never parsed
+            return message
+
+        async def guarded_send(message):
+            if not answered:  # the app's own answer to the cut-off request is dropped
+                await send(message)
+
+        try:
+            await self.app(scope, counted_receive, guarded_send)
+        except Exception:
+            if not answered:
+                raise
+
+
+def build_app(classifier, limits: ServeConfig, batch_size: int = 32):
+    """The FastAPI app for a loaded `loraclf.Classifier`."""
+    batcher = MicroBatcher(lambda texts: classifier.predict_proba(texts, batch_size), limits.max_batch,
+                           limits.max_wait_ms / 1000)
     stats = {"started": time.time(), "requests": 0, "rejected": 0}
+
+    def count_rejected() -> None:
+        stats["rejected"] += 1
+
     # Whole-body limit: every text at its longest, 4 bytes a character, JSON quoting and commas.
     max_body = limits.max_texts * (4 * limits.max_chars + 8) + 1024
 
@@ -142,32 +186,32 @@ def build_app(classifier, limits: ServeConfig, dtype=None, batch_size: int = 32)
         task.cancel()
         batcher.worker.shutdown(wait=False)
 
+    about = classifier.description
     app = FastAPI(title="loraclf", version="1", lifespan=lifespan,
-                  description=f"Text classification with {classifier.info.get('base_model', 'a loraclf model')}")
+                  description=f"Text classification with {about.info.get('base_model', 'a loraclf model')}")
 
-    @app.middleware("http")
-    async def limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length is not None and (not length.isdigit() or int(length) > max_body):
-            stats["rejected"] += 1
-            return JSONResponse({"detail": f"request body over {max_body:,} bytes"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(BodyLimit, max_body=max_body, on_reject=count_rejected)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError):
+        count_rejected()  # malformed JSON and wrong types are rejected requests too
+        return await request_validation_exception_handler(request, exc)
 
     @app.post("/predict", response_model=PredictResponse)
     async def predict_endpoint(body: PredictRequest) -> dict[str, Any]:
         if len(body.texts) > limits.max_texts:
-            stats["rejected"] += 1
+            count_rejected()
             raise HTTPException(413, f"{len(body.texts)} texts; at most {limits.max_texts} per request")
         for i, text in enumerate(body.texts):
             if len(text) > limits.max_chars:
-                stats["rejected"] += 1
+                count_rejected()
                 raise HTTPException(413, f"texts[{i}] has {len(text):,} characters; at most {limits.max_chars:,}")
             if not text.strip():
-                stats["rejected"] += 1
+                count_rejected()
                 raise HTTPException(422, f"texts[{i}] is empty")
         stats["requests"] += 1
         probs = await batcher.submit(body.texts)
-        names = classifier.label_names
+        names = classifier.labels
         return {"predictions": [
             {"label": names[int(row.argmax())], "label_id": int(row.argmax()),
              "probabilities": {name: round(float(p), 6) for name, p in zip(names, row)}} for row in probs]}
@@ -179,9 +223,8 @@ def build_app(classifier, limits: ServeConfig, dtype=None, batch_size: int = 32)
 
     @app.get("/info")
     async def info() -> dict[str, Any]:
-        return {"labels": classifier.label_names, "format": classifier.kind,
-                "base_model": classifier.info.get("base_model"), "parameters": classifier.info.get("parameters"),
-                "max_length": classifier.max_length, "limits": vars(limits)}
+        return {"labels": classifier.labels, "format": about.kind, "base_model": about.info.get("base_model"),
+                "parameters": about.info.get("parameters"), "max_length": about.max_length, "limits": vars(limits)}
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
@@ -191,16 +234,11 @@ def build_app(classifier, limits: ServeConfig, dtype=None, batch_size: int = 32)
 
 
 def serve(folder: str, host: str, port: int, limits: ServeConfig, log=print) -> None:
-    import torch
     import uvicorn
 
-    from loraclf.predict import load_weights, open_classifier
-    from loraclf.runtime import autocast_dtype
+    from loraclf.classifier import Classifier
 
-    classifier = open_classifier(folder)
-    device = torch.device("cpu")
-    dtype = autocast_dtype(classifier.precision, device)  # a run's training precision; exports: fp32
-    load_weights(classifier, device, dtype)
-    app = build_app(classifier, limits, dtype)
-    log(f"serving {folder} ({classifier.kind}) on http://{host}:{port}")
+    classifier = Classifier.load(folder, device="cpu")  # a run's training precision; exports: fp32
+    app = build_app(classifier, limits)
+    log(f"serving {folder} ({classifier.description.kind}) on http://{host}:{port}")
     uvicorn.run(app, host=host, port=port, log_level="warning")

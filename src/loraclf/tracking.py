@@ -66,10 +66,16 @@ class Trackers:
         if self.mlflow is not None:
             self.mlflow.log_metrics({f"{event}_{key}": value for key, value in values.items()}, step=step)
 
-    def close(self, summary: dict[str, Any] | None = None) -> None:
+    def close(self, summary: dict[str, Any] | None = None, failed: bool = False) -> None:
+        """Flush and end the trackers; a second call does nothing.
+
+        `failed`: the run stopped early (an error, a pruned search trial); MLflow marks it FAILED, so
+        that the next run in this process starts its own MLflow run instead of finding this one active.
+        """
         if self.tensorboard is not None:
             self.tensorboard.close()
         if self.mlflow is not None:
             if summary and summary.get("test"):
                 self.mlflow.log_metrics({f"test_{k}": float(v) for k, v in summary["test"].items()})
-            self.mlflow.end_run()
+            self.mlflow.end_run(status="FAILED" if failed else "FINISHED")
+        self.tensorboard = self.mlflow = None

@@ -10,8 +10,9 @@ from loraclf.config import Config
 from loraclf.data import encode
 from loraclf.errors import UserError
 from loraclf.evaluate import metrics
+from loraclf.classifier import Classifier
 from loraclf.predict import predict_logits
-from loraclf.train import param_groups, train
+from loraclf.training import param_groups, train
 
 from conftest import write_csv
 
@@ -62,12 +63,12 @@ def test_saved_best_adapter_reproduces_the_best_validation(tmp_path, tiny_model_
     config = tiny_config(tiny_model_dir, small_csv, metric_for_best="loss", precision="fp32")
     config.model.head, config.model.head_rank = head, 3
     summary = train(config, out, log=lambda _: None)
-    trained = run.load(out, merge=False)
+    trained = Classifier.load(out, device="cpu", precision="fp32", merge=False)
     from loraclf.data import load_splits
 
-    splits = load_splits(trained.config.data, trained.tokenizer, log=lambda _: None)
+    splits = load_splits(run.read_config(out).data, trained.tokenizer, log=lambda _: None)
     val = encode(trained.tokenizer, splits.val.texts, None, config.data.max_length)
-    result = metrics(splits.val.labels, predict_logits(trained.model, val, 16, 1, "cpu"), trained.label_names)
+    result = metrics(splits.val.labels, predict_logits(trained.model, val, 16, 1, "cpu"), trained.labels)
     assert result["loss"] == pytest.approx(summary["best"]["val_loss"], abs=1e-5)
     assert summary["best"]["val_loss"] == min(
         json.loads(line)["val_loss"] for line in (out / run.METRICS_LOG).read_text().splitlines()
@@ -137,7 +138,7 @@ def test_overwrite_replaces_the_earlier_run(tmp_path, tiny_model_dir, small_csv)
 def test_merged_inference_matches_the_unmerged_model(tmp_path, tiny_model_dir, small_csv, agnews_rows):
     out = tmp_path / "run"
     train(tiny_config(tiny_model_dir, small_csv, epochs=1, lr=5e-2, precision="fp32"), out, log=lambda _: None)
-    merged, unmerged = run.load(out, merge=True), run.load(out, merge=False)
+    merged, unmerged = Classifier.load(out, device="cpu", precision="fp32"), Classifier.load(out, device="cpu", precision="fp32", merge=False)
     assert not any("lora_" in n for n, _ in merged.model.named_parameters())
     data = encode(merged.tokenizer, agnews_rows[0][:64], None, 64)
     a = predict_logits(merged.model, data, 16, 1, "cpu")
@@ -149,7 +150,7 @@ def test_merged_inference_matches_the_unmerged_model(tmp_path, tiny_model_dir, s
 def test_bf16_autocast_stays_close_to_fp32(tmp_path, tiny_model_dir, small_csv, agnews_rows):
     out = tmp_path / "run"
     train(tiny_config(tiny_model_dir, small_csv, epochs=1, precision="fp32"), out, log=lambda _: None)
-    trained = run.load(out)
+    trained = Classifier.load(out, device="cpu", precision="fp32")
     data = encode(trained.tokenizer, agnews_rows[0][:64], None, 64)
     fp32 = predict_logits(trained.model, data, 16, 1, "cpu")
     bf16 = predict_logits(trained.model, data, 16, 1, "cpu", torch.bfloat16)
@@ -168,8 +169,8 @@ def test_max_steps_stops_early_and_validates_once_at_the_end(tmp_path, tiny_mode
 def test_bf16_merged_weights_agree_with_fp32(tmp_path, tiny_model_dir, small_csv, agnews_rows):
     out = tmp_path / "run"
     train(tiny_config(tiny_model_dir, small_csv, epochs=1, precision="fp32"), out, log=lambda _: None)
-    fp32 = run.load(out)
-    bf16 = run.load(out, dtype=torch.bfloat16)
+    fp32 = Classifier.load(out, device="cpu", precision="fp32")
+    bf16 = Classifier.load(out, device="cpu", precision="bf16")
     assert all(p.dtype == torch.bfloat16 for p in bf16.model.parameters())
     data = encode(fp32.tokenizer, agnews_rows[0][:64], None, 64)
     a = predict_logits(fp32.model, data, 16, 1, "cpu")

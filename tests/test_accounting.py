@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from loraclf import budget
+from loraclf import accounting
 from loraclf.config import AG_NEWS_LABELS, Config, load_config, parse_overrides
 from loraclf.errors import UserError
 from loraclf.model import build_model
@@ -14,7 +14,7 @@ CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
 @needs_shared
 def test_paper_recipe_on_real_roberta_config_is_exact():
     config = load_config(CONFIGS / "paper.yaml", parse_overrides(["--model.name_or_path", str(ROBERTA)]))
-    b = budget.estimate(config, AG_NEWS_LABELS)
+    b = accounting.estimate(config, AG_NEWS_LABELS)
     assert (b.trainable, b.lora, b.head, b.other) == (980_740, 387_072, 593_668, 0)
     # The frozen encoder: roberta-base without its pooler (the sequence-classification model has none).
     assert b.frozen == 124_645_632 - (768 * 768 + 768)
@@ -35,7 +35,7 @@ def test_formula_on_other_ranks_targets_and_classes(tmp_path, r, targets, num_la
     config = Config()
     config.model.name_or_path = str(tmp_path)
     config.lora.r, config.lora.target_modules = r, targets
-    b = budget.estimate(config, [str(i) for i in range(num_labels)])
+    b = accounting.estimate(config, [str(i) for i in range(num_labels)])
     hidden, layers = 32, 2
     assert b.lora == lora_formula(layers, hidden, r, targets, 64)
     assert b.head == hidden * hidden + hidden + hidden * num_labels + num_labels
@@ -48,8 +48,8 @@ def test_meta_estimate_equals_the_built_model(tmp_path):
     config.model.name_or_path, config.model.init = str(tmp_path), "random"
     config.lora.r, config.lora.target_modules = 3, ["query", "value", "dense"]
     model = build_model(config.model, config.lora, ["a", "b", "c"])
-    built = budget.count(model, config.budget.max_trainable)
-    assert built == budget.estimate(config, ["a", "b", "c"])
+    built = accounting.count(model, config.budget.max_trainable)
+    assert built == accounting.estimate(config, ["a", "b", "c"])
     assert built.trainable == sum(p.numel() for p in model.parameters() if p.requires_grad)
     assert all(p.device.type == "cpu" for p in model.parameters())
 
@@ -59,9 +59,9 @@ def test_enforce_says_by_how_much_and_which_parts(tmp_path):
     config = Config()
     config.model.name_or_path = str(tmp_path)
     config.budget.max_trainable = 1000
-    b = budget.estimate(config, ["a", "b"])
+    b = accounting.estimate(config, ["a", "b"])
     with pytest.raises(UserError, match=rf"over budget by {b.trainable - 1000:,}.*LoRA {b.lora:,} \+ head {b.head:,}"):
-        budget.enforce(b)
+        accounting.enforce(b)
 
 
 def test_estimate_allocates_no_weights(tmp_path, monkeypatch):
@@ -76,7 +76,7 @@ def test_estimate_allocates_no_weights(tmp_path, monkeypatch):
         return tensor
 
     monkeypatch.setattr(torch, "empty", no_cpu_storage)
-    assert budget.estimate(config, ["a", "b"]).trainable > 0
+    assert accounting.estimate(config, ["a", "b"]).trainable > 0
 
 
 @needs_shared
@@ -89,7 +89,7 @@ def test_estimate_allocates_no_weights(tmp_path, monkeypatch):
 def test_head_types_on_real_roberta_config(head, rank, expected):
     config = load_config(CONFIGS / "paper.yaml", parse_overrides([
         "--model.name_or_path", str(ROBERTA), "--model.head", head, "--model.head_rank", str(rank)]))
-    b = budget.estimate(config, AG_NEWS_LABELS)
+    b = accounting.estimate(config, AG_NEWS_LABELS)
     assert (b.lora, b.head, b.other) == (387_072, expected, 0)
 
 
@@ -107,9 +107,9 @@ def test_head_types_on_a_bert_layout(tmp_path, head, expected):
     config.model.name_or_path, config.model.init, config.model.head, config.model.head_rank = \
         str(tmp_path), "random", head, 4
     config.lora.target_modules = ["query"]
-    b = budget.estimate(config, ["a", "b", "c"])
+    b = accounting.estimate(config, ["a", "b", "c"])
     assert b.head == expected
     model = build_model(config.model, config.lora, ["a", "b", "c"])
-    assert budget.count(model, config.budget.max_trainable) == b
+    assert accounting.count(model, config.budget.max_trainable) == b
     logits = model(input_ids=torch.tensor([[2, 5, 7, 3]])).logits
     assert logits.shape == (1, 3)

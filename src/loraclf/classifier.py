@@ -1,0 +1,166 @@
+"""A trained classifier, opened from a run folder or an export folder: the one way to load and predict.
+
+    clf = Classifier.load("runs/quickstart")       # a run folder, or a folder made by `loraclf export`
+    clf.labels                                      # class names in id order
+    clf.predict(["Stocks rally as oil falls"])      # ['Business']
+    clf.predict_proba([...])                        # (n, classes) probabilities, rows sum to 1
+
+evaluate, predict, serve, export and the benchmarks all go through it.
+`describe(folder)` reads what a folder holds without loading weights, so
+callers can check their data against it first.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from loraclf.errors import UserError
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a run or export folder holds, read without its weights."""
+
+    path: Path
+    kind: str  # run, merged, onnx or onnx-int8
+    labels: list[str]
+    max_length: int
+    text_column: str
+    label_column: str
+    precision: str  # the run's train.precision; exports run in fp32
+    info: dict[str, Any] = field(default_factory=dict)  # base model, method, quantization, parameter counts
+
+
+def describe(folder: str | Path) -> Description:
+    """A run folder or an export folder, described without loading its weights (fast checks first)."""
+    from loraclf import export, run
+
+    path = Path(folder)
+    if (path / export.MANIFEST).is_file():
+        m = export.read_manifest(path)
+        return Description(path, m["format"], m["label_names"], m["max_length"], m["text_column"],
+                           m.get("label_column", "label"), "fp32", m)
+    _, config, labels = run.read_run_config(path)
+    budget = path / run.BUDGET
+    return Description(path, "run", labels, config.data.max_length, config.data.text_column,
+                       config.data.label_column, config.train.precision,
+                       {"base_model": config.model.name_or_path, "method": config.lora.method,
+                        "quantization": config.quantization.bits or None,
+                        "parameters": json.loads(budget.read_text(encoding="utf-8")) if budget.is_file() else None})
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _dtype(precision: str, trained: str, device: torch.device) -> torch.dtype | None:
+    """auto: the precision the run trained in (bf16 on CPUs with native bf16 and on CUDA); None means fp32."""
+    from loraclf.runtime import autocast_dtype
+
+    if precision not in PRECISIONS:
+        raise UserError(f"precision: expected one of {', '.join(PRECISIONS)}; got {precision!r}")
+    return autocast_dtype(trained if precision == "auto" else precision, device)
+
+
+class Classifier:
+    """A loaded model with its tokenizer and labels. Build it with `Classifier.load`."""
+
+    def __init__(self, description: Description, model: Any, tokenizer: Any, device: torch.device,
+                 dtype: torch.dtype | None):
+        self.description, self.model, self.tokenizer = description, model, tokenizer
+        self.device, self.dtype = device, dtype
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device | None = None, precision: str = "auto",
+             quantized: bool = True, merge: bool = True) -> Classifier:
+        """Open a run folder (base + adapter, through PEFT) or an export folder (merged, ONNX).
+
+        device: default CUDA where available, else CPU. precision: `auto` runs in the
+        precision the run trained in (bf16 where the hardware has it natively), `fp32`
+        or `bf16` force one; exports run in fp32. A run trained on a quantized base loads
+        on that quantized base unless `quantized` is false. `merge` folds the adapter
+        into the weights (the same predictions, fewer matmuls).
+        """
+        description = describe(folder)
+        device = _device(device)
+        dtype = _dtype(precision, description.precision, device)
+        if description.kind == "run":
+            model, tokenizer = _load_run(description.path, device, dtype, quantized, merge)
+        else:
+            model, tokenizer = _load_export(description, device)
+        # Truncate where training did, also for tokenizers saved before the run recorded it.
+        tokenizer.model_max_length = description.max_length
+        return cls(description, model, tokenizer, device, dtype)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.description.labels)
+
+    def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Raw logits, shape (len(texts), classes), in input order."""
+        from loraclf.data import encode
+        from loraclf.predict import predict_logits
+
+        encoded = encode(self.tokenizer, list(texts), None, self.description.max_length)
+        return predict_logits(self.model, encoded, batch_size, self.tokenizer.pad_token_id, self.device, self.dtype)
+
+    def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities, shape (len(texts), classes); the numbers `loraclf predict` writes."""
+        from loraclf.predict import softmax
+
+        return softmax(self.logits(texts, batch_size))
+
+    def predict(self, texts: list[str], batch_size: int = 32) -> list[str]:
+        """The most probable class name of each text."""
+        return [self.labels[i] for i in self.logits(texts, batch_size).argmax(axis=1)]
+
+
+def _load_run(path: Path, device: torch.device, dtype: torch.dtype | None, quantized: bool, merge: bool):
+    """Base + adapter of a run folder. Merged, the adapter is folded into the base weights (W + (alpha/r)BA)
+    and the weights cast once to `dtype`, instead of autocast casting them for every batch. A run trained on a
+    quantized base loads on it unmerged: merging into 4-bit weights would round the update away."""
+    from transformers import AutoTokenizer
+
+    from loraclf import run
+    from loraclf.model import build_base, load_adapter
+
+    _, config, labels = run.read_run_config(path)
+    tokenizer = AutoTokenizer.from_pretrained(path / run.TOKENIZER)
+    base_folder = path / run.BASE_MODEL if (path / run.BASE_MODEL).is_dir() else None
+    quantization = config.quantization if quantized and config.quantization.bits else None
+    base = build_base(config.model, labels, base_folder=base_folder, quantization=quantization, device=device,
+                      autocast=dtype)
+    model = load_adapter(base, path / run.ADAPTER)
+    if quantization is not None:
+        return model.eval(), tokenizer
+    # PEFT 0.21 cannot unload VeRA or IA3 beside a trained head (modules_to_save): they run unmerged.
+    if merge and config.lora.method not in ("vera", "ia3"):
+        model = model.merge_and_unload()
+        if dtype is not None:
+            model = model.to(dtype)
+    return model.to(device).eval(), tokenizer
+
+
+def _load_export(description: Description, device: torch.device):
+    """A merged export through transformers alone, an ONNX export through onnxruntime (CPU)."""
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from loraclf import export
+
+    tokenizer = AutoTokenizer.from_pretrained(description.path)
+    if description.kind == "merged":
+        model = AutoModelForSequenceClassification.from_pretrained(description.path, use_safetensors=True)
+        return model.to(device).eval(), tokenizer
+    if description.kind in ("onnx", "onnx-int8"):
+        return export.OnnxModel(description.path / export.ONNX_FILE), tokenizer
+    raise UserError(f"export folder {description.path}: unknown format {description.kind!r}")
