@@ -47,12 +47,19 @@ model: {{name_or_path: {tiny_model_dir}, init: random}}
 data: {{dataset: null, train_file: {train_csv}, test_file: {test_csv}, max_length: 64,
         label_names: [World, Sports, Business, Sci/Tech]}}
 lora: {{r: 4, alpha: 8}}
-train: {{epochs: 1, batch_size: 16, progress: false}}
+train: {{epochs: 1, batch_size: 16, log_every: 1}}
 """)
     code, out, err = cli("train", "--config", config, "--output-dir", folder / "run", "--train.lr", "1e-3")
     assert code == 0, err
     return {"folder": folder, "run": folder / "run", "config": config, "test": test_csv, "texts": texts[64:88],
-            "output": out}
+            "output": out, "stderr": err}
+
+
+def test_progress_on_a_redirected_stderr_is_plain_lines(trained):
+    # stderr is a pipe here, as in a log file or a batch job: no carriage-return bar updates.
+    assert "\r" not in trained["stderr"]
+    steps = [line for line in trained["stderr"].splitlines() if line.startswith("step ")]
+    assert len(steps) == 4 and steps[-1].startswith("step 4/4 (100%): loss ") and "ETA 00:00" in steps[-1]
 
 
 def test_train_reports_and_writes(trained):
@@ -177,3 +184,20 @@ def test_hub_unreachable_says_how_to_use_local_files(tmp_path):
     assert_user_error(code, err, "cannot load dataset 'fancyzhx/ag_news' from the hub", "--data.train_file")
     code, _, err = cli("budget", "--config", ROOT / "configs" / "paper.yaml")
     assert_user_error(code, err, "'FacebookAI/roberta-base'", "--model.name_or_path")
+
+
+def test_evaluate_takes_input_like_predict_and_precision_fp32(trained, tmp_path):
+    out = tmp_path / "m.json"
+    assert main(["evaluate", str(trained["run"]), "--input", str(trained["test"]), "--output", str(out),
+                 "--precision", "fp32"]) == 0
+    assert json.loads(out.read_text())["count"] == 24
+
+
+def test_verbose_keeps_library_logging(trained):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_warning()
+    assert main(["budget", "--config", str(trained["config"]), "--verbose"]) == 0
+    assert hf_logging.get_verbosity() == hf_logging.WARNING
+    assert main(["budget", "--config", str(trained["config"])]) == 0
+    assert hf_logging.get_verbosity() == hf_logging.ERROR

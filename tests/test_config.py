@@ -87,3 +87,21 @@ def test_a_single_number_is_a_one_item_list():
 
     assert load_config(overrides=parse_overrides(["--lora.layers", "11"])).lora.layers == [11]
     assert load_config(overrides=parse_overrides(["--lora.layers", "10,11"])).lora.layers == [10, 11]
+
+
+@pytest.mark.parametrize("typed, ours", [("train.learning_rate", "train.lr"),
+                                         ("train.per_device_train_batch_size", "train.batch_size"),
+                                         ("lora.lora_alpha", "lora.alpha"), ("train.eval_steps", "train.eval_every"),
+                                         ("train.layers_to_transform", "lora.layers")])
+def test_trainer_and_peft_names_point_to_loraclf_keys(typed, ours):
+    with pytest.raises(UserError, match=f"loraclf calls it '{ours}'"):
+        load_config(overrides=[(typed, "1")])
+    with pytest.raises(UserError, match=f"loraclf calls it '{ours}'"):
+        parse_overrides([f"--{typed.split('.')[1]}", "1"])
+
+
+def test_python_overrides_take_python_values():
+    config = load_config(overrides={"train.epochs": 1, "lora.target_modules": ["query"], "train.lr": 3e-5})
+    assert (config.train.epochs, config.lora.target_modules, config.train.lr) == (1, ["query"], 3e-5)
+    with pytest.raises(UserError, match=r"overrides\['train.epochs'\]"):
+        load_config(overrides={"train.epochs": "many"})

@@ -109,3 +109,25 @@ def test_exports_that_cannot_be_made_are_one_line_errors(tmp_path, trained):
         export.export(runs["default"], "merged", tmp_path / "taken")
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
     assert not (tmp_path / "x").exists()
+
+
+def test_plain_pipeline_on_a_merged_export_matches_loraclf_predict_on_long_texts(tmp_path, trained, agnews_rows):
+    from transformers import pipeline
+
+    runs, _ = trained
+    texts, _ = agnews_rows
+    # Three AG News texts in one: far past the run's max_length (64 tokens), where truncation decides.
+    long_texts = [f"{KEYWORDS[i % 4]} " + " ".join(texts[2000 + 3 * i: 2003 + 3 * i]) for i in range(12)]
+    out = export.export(runs["default"], "merged", tmp_path / "merged", log=lambda _: None)
+    classify = pipeline("text-classification", model=str(out), truncation=True, top_k=None, device="cpu")
+    assert classify.tokenizer.model_max_length == 64
+    assert min(len(ids) for ids in classify.tokenizer(long_texts)["input_ids"]) > 64
+    csv_path = tmp_path / "predicted.csv"
+    assert main(["predict", str(runs["default"]), *long_texts, "--output", str(csv_path), "--precision",
+                 "fp32"]) == 0
+    rows = [line.split(",") for line in csv_path.read_text().splitlines()[1:]]
+    for row, scores in zip(rows, classify(long_texts)):
+        by_label = {s["label"]: s["score"] for s in scores}
+        assert max(by_label, key=by_label.get) == row[1]
+        assert [by_label[name] for name in ("World", "Sports", "Business", "Sci/Tech")] == \
+            pytest.approx([float(p) for p in row[2:]], abs=1e-5)

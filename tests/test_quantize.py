@@ -149,3 +149,28 @@ def test_quantized_run_reloads_on_a_quantized_and_on_a_full_precision_base(tmp_p
     on_full = predict_logits(full.model, val, 16, 1, "cpu")
     # Only the base's rounding separates the two: the adapter and head are the same tensors.
     assert np.abs(on_full - on_quantized).max() < 0.05 * np.abs(on_quantized).max()
+
+
+def test_4bit_training_survives_a_validation_pass_in_bf16(model64_dir, random_base_dir, tokenizer):
+    """Regression: on CPUs with AVX-512 BF16, bitsandbytes repacks a 4-bit weight for its inference kernel the
+    first time it runs in eval mode without gradients, and the next training step then went through that
+    kernel (`result += bias` on a tensor that needs a gradient: RuntimeError). Training keeps the training layout."""
+    from loraclf.runtime import autocast
+
+    config = tiny_config(model64_dir, "unused.csv")
+    config.quantization = quantized(4)
+    base = build_base(config.model, ["a", "b", "c", "d"], base_folder=random_base_dir,
+                      quantization=config.quantization, autocast=torch.bfloat16)
+    model = wrap_with_lora(quantize.prepare(base), config.lora)
+    batch = tokenizer(["Stocks rally as oil falls", "Team wins the cup"], return_tensors="pt", padding=True)
+    cpu = torch.device("cpu")
+    for _ in range(2):  # validation, then training, twice: as between epochs
+        model.eval()
+        with torch.inference_mode(), autocast(cpu, torch.bfloat16):
+            model(**batch)
+        model.train()
+        with autocast(cpu, torch.bfloat16):
+            loss = model(**batch, labels=torch.tensor([2, 1])).loss
+        loss.backward()
+    layers = [m for m in model.modules() if type(m).__name__ == "Linear4bit"]
+    assert layers and not any(getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers)

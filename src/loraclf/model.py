@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import torch
@@ -284,20 +285,34 @@ def build_model(model_cfg: ModelConfig, lora: LoraSettings, label_names: list[st
     return wrap_with_lora(build_base(model_cfg, label_names), lora)
 
 
-def save_adapter(model: PeftModel, folder: Path, initial: Path | None = None) -> None:
+def save_adapter(model: PeftModel, folder: Path, initial: Path | None = None, base: str | None = None) -> None:
     """Save the adapter and head; with `initial` (PiSSA/OLoRA), as a plain LoRA adapter.
 
     PEFT rewrites a PiSSA/OLoRA adapter as rank-2r LoRA on the original weights
     (dW = BA - B0A0), but keeps only the LoRA tensors: the head trained in full is
-    put back beside them.
+    put back beside them. `base` is written as `base_model_name_or_path`.
     """
     if initial is None:
         model.save_pretrained(folder)
-        return
-    model.save_pretrained(folder, path_initial_model_for_weight_conversion=str(initial))
-    path = folder / "adapter_model.safetensors"
-    head = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model).items() if "lora_" not in k}
-    save_file(load_file(str(path)) | head, str(path), metadata={"format": "pt"})
+    else:
+        model.save_pretrained(folder, path_initial_model_for_weight_conversion=str(initial))
+        path = folder / "adapter_model.safetensors"
+        head = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model).items() if "lora_" not in k}
+        save_file(load_file(str(path)) | head, str(path), metadata={"format": "pt"})
+    _tidy_adapter_config(folder / "adapter_config.json", model, base)
+
+
+def _tidy_adapter_config(path: Path, model: PeftModel, base: str | None) -> None:
+    """PEFT's SEQ_CLS task adds its default head names (classifier, score) to modules_to_save, whether or not
+    the model has them; keep each name once, and only those the model has."""
+    settings = json.loads(path.read_text(encoding="utf-8"))
+    present = {name for name, _ in model.named_modules()}
+    saved = settings.get("modules_to_save") or []
+    settings["modules_to_save"] = [name for i, name in enumerate(saved) if name not in saved[:i] and any(
+        p == name or p.endswith(f".{name}") for p in present)] or None
+    if base is not None:
+        settings["base_model_name_or_path"] = base
+    path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 def load_adapter(base: PreTrainedModel, adapter_folder: Path) -> PeftModel:

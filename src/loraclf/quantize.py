@@ -89,12 +89,19 @@ def quantize_embeddings(model: torch.nn.Module) -> None:
 
 
 def prepare(model: torch.nn.Module) -> torch.nn.Module:
-    """PEFT's k-bit preparation (freeze everything, cast non-quantized weights to fp32), before PEFT wraps it.
+    """Ready a quantized base for training: PEFT's k-bit preparation (freeze everything, cast non-quantized
+    weights to fp32), before PEFT wraps it; and 4-bit weights kept in their training layout.
 
+    On CPUs with AVX-512 BF16, bitsandbytes repacks a 4-bit weight for its inference-only kernel the first
+    time the layer runs in eval mode without gradients (a validation pass) and keeps it so; training steps
+    after that went through that kernel and failed (`result += bias` on a tensor that needs a gradient).
     Gradient checkpointing is train.gradient_checkpointing's business, not this one's.
     """
     from peft import prepare_model_for_kbit_training
 
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
     return prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
 
 

@@ -8,7 +8,10 @@ report. `train` runs the three and always releases what they opened.
 
 from __future__ import annotations
 
+import json
 import random
+import shlex
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,7 +21,7 @@ import numpy as np
 import torch
 from transformers import get_scheduler
 
-from loraclf import accounting, checkpoint, distributed, quantize, report, run, runtime, speed, tracking
+from loraclf import accounting, card, checkpoint, distributed, quantize, report, run, runtime, speed, tracking
 from loraclf.config import Config, save_config
 from loraclf.data import Batches, Encoded, Splits, encode, load_splits, loader
 from loraclf.distributed import Processes
@@ -224,7 +227,10 @@ def _write_run_files(config: Config, out: Path, label_names: list[str], tokenize
     run.clear(out)
     save_config(config, out / run.CONFIG)
     run.write_json(out / run.LABELS, {"label_names": label_names})
-    run.write_json(out / run.VERSIONS, runtime.versions())
+    # The command that made the run, for its model card (a Python caller's script and arguments).
+    program = Path(sys.argv[0]).name
+    command = shlex.join(["loraclf" if program in ("cli.py", "loraclf") else program, *sys.argv[1:]])
+    run.write_json(out / run.VERSIONS, runtime.versions() | {"command": command})
     # Exported and reloaded tokenizers then truncate where training did.
     tokenizer.model_max_length = config.data.max_length
     run.replace_folder(out / run.TOKENIZER, tokenizer.save_pretrained)
@@ -428,7 +434,7 @@ def validate_and_keep(s: Setup, state: TrainState, best_state: dict[str, torch.T
         state.best_value, state.best_record, state.best_step = value, record, state.step
         best_state = checkpoint.trainable_state(s.model)
         if s.procs.main:
-            run.replace_folder(s.out / run.ADAPTER, lambda folder: save_adapter(s.model, folder, s.initial_adapter))
+            run.replace_folder(s.out / run.ADAPTER, lambda folder: save_best(s, folder, record))
     progress.write(f"step {state.step} epoch {epoch:.2f}: val loss {result['loss']:.4f} acc {result['accuracy']:.4f} "
                    f"macro-F1 {result['macro_f1']:.4f}" + (" (best)" if improved else ""))
     state.eval_seconds += time.perf_counter() - clock.mark
@@ -436,6 +442,20 @@ def validate_and_keep(s: Setup, state: TrainState, best_state: dict[str, torch.T
     if on_eval is not None:
         on_eval(record)
     return best_state
+
+
+def save_best(s: Setup, folder: Path, best: dict[str, Any], test: dict[str, Any] | None = None) -> None:
+    """The adapter folder, standing alone: adapter and head, tokenizer, and a model card."""
+    base = card.base_reference(s.config, s.out)
+    save_adapter(s.model, folder, s.initial_adapter, base)
+    s.tokenizer.save_pretrained(folder)
+    write_card(s, folder, best, test)
+
+
+def write_card(s: Setup, folder: Path, best: dict[str, Any], test: dict[str, Any] | None = None) -> None:
+    command = json.loads((s.out / run.VERSIONS).read_text(encoding="utf-8")).get("command")
+    run.write_text(folder / "README.md", card.render(s.config, s.splits.label_names, s.parameters.to_dict(), best,
+                                                     card.base_reference(s.config, s.out), test, command))
 
 
 def save_checkpoint(s: Setup, state: TrainState, best_state: dict[str, torch.Tensor], window_loss: torch.Tensor,
@@ -483,6 +503,7 @@ def finish(s: Setup, state: TrainState, best_state: dict[str, torch.Tensor], sta
     summary["total_seconds"] = round(time.perf_counter() - started, 2)
     if s.procs.main:
         run.write_json(s.out / run.SUMMARY, summary)
+        write_card(s, s.out / run.ADAPTER, state.best_record, summary.get("test"))
         report.write(s.out)
     s.log(f"run folder: {s.out} (best {tc.metric_for_best} {state.best_value:.4f}; "
           f"{summary['train_samples_per_s']} samples/s; {summary['total_seconds']} s in all)")
