@@ -43,6 +43,7 @@ class ModelConfig:
     # linear (one linear layer on the first token's hidden state), or lowrank (the
     # head's dense layer factored through head_rank dimensions).
     head: str = "default"
+    # lowrank head: the rank its dense layer is factored through.
     head_rank: int = 16
 
     def validate(self) -> None:
@@ -57,14 +58,21 @@ class ModelConfig:
 
 @dataclass
 class DataConfig:
+    # A hub dataset id (train and test splits); null to use train_file.
     dataset: str | None = "fancyzhx/ag_news"
+    # Training file (CSV, JSONL, JSON, Parquet, pickle, or the original AG News CSV);
+    # it takes precedence over dataset.
     train_file: str | None = None
+    # Test file, in the same formats; the best model is evaluated on it at the end.
     test_file: str | None = None
+    # Column holding the texts.
     text_column: str = "text"
+    # Column holding the labels: ids 0..K-1 or class names.
     label_column: str = "label"
     # Names of the classes in label-id order. When unset they come from the
     # data (hub ClassLabel names, the AG News CSV layout, or sorted strings).
     label_names: list[str] | None = None
+    # Texts are truncated at this many tokens (training, evaluation, prediction, exports).
     max_length: int = 256
     # Pad each batch to a multiple of this (1 = to the longest item). 8 or 16 keep
     # torch.compile from recompiling for every length; 0 = 16 with compile, else 1.
@@ -72,11 +80,14 @@ class DataConfig:
     # Drop training items whose token length lies outside these percentiles
     # of the training data; null/off disables the filter.
     length_filter: list[float] | None = field(default_factory=lambda: [1.0, 99.0])
+    # Share of the training data held out for validation (stratified, seeded).
     val_fraction: float = 0.1
     # Hold out a test part of the training file when no test set is given:
     # an integer count, or a fraction below 1. 0 means none.
     test_size: float = 0
+    # Seed of the test and validation splits.
     split_seed: int = 42
+    # Read pickled data files (unpickling runs code from the file: only for files you trust).
     allow_pickle: bool = False
 
     def validate(self) -> None:
@@ -108,16 +119,23 @@ class DataConfig:
 
 @dataclass
 class LoraSettings:
+    # Rank of the LoRA update BA.
     r: int = 8
+    # Scaling: the update is (alpha / r) BA.
     alpha: float = 16
+    # Dropout on the adapter's input.
     dropout: float = 0.0
+    # Which biases train: none, all, or lora_only (those of adapted layers).
     bias: str = "none"
+    # Modules to adapt, matched against the end of each module's name (RoBERTa: query, key,
+    # value, dense; MPNet: q, k, v, o).
     target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value"])
     # PEFT method: lora, vera (shared frozen random projections, trained scaling vectors),
     # ia3 (trained rescaling vectors) or adalora (ranks pruned from r towards r/2 as it trains).
     method: str = "lora"
-    # LoRA switches: rank-stabilised scaling alpha/sqrt(r) (rsLoRA); DoRA's magnitude vectors.
+    # Rank-stabilised scaling alpha/sqrt(r) instead of alpha/r (rsLoRA).
     use_rslora: bool = False
+    # DoRA: LoRA plus a trained magnitude vector per output (weight-decomposed LoRA).
     use_dora: bool = False
     # LoRA+: the B matrices learn at this multiple of train.lr (0 = off; its paper suggests 16).
     plus_ratio: float = 0.0
@@ -161,19 +179,28 @@ class LoraSettings:
 
 @dataclass
 class TrainConfig:
+    # Passes over the training data.
     epochs: int = 3
     # Stop after this many optimizer steps (0 = no limit); the schedule spans them.
     max_steps: int = 0
+    # Peak learning rate of AdamW.
     lr: float = 5e-4
+    # Training items per optimizer step (the global batch, also across processes).
     batch_size: int = 32
     # Small inference batches of length-sorted items pad least and stay in cache.
     eval_batch_size: int = 32
+    # AdamW weight decay, on weight matrices only (not biases or LayerNorm).
     weight_decay: float = 0.01
     # Batch items of similar token length together (shuffled, seeded): far less padding.
     group_by_length: bool = True
+    # Learning-rate schedule: linear, cosine, cosine_with_restarts, polynomial, constant,
+    # constant_with_warmup.
     scheduler: str = "linear"
+    # Share of all steps spent warming the learning rate up from 0.
     warmup_ratio: float = 0.0
+    # Clip the gradient norm to this (0 = no clipping).
     max_grad_norm: float = 1.0
+    # Seed of Python, NumPy and PyTorch, and of the data order (with the epoch).
     seed: int = 42
     # 0: evaluate on validation at each epoch end; N: every N optimizer steps too.
     eval_every: int = 0
@@ -181,11 +208,14 @@ class TrainConfig:
     checkpoint_every: int = 0
     # How many of the latest checkpoints to keep (the best one is kept as well).
     keep_checkpoints: int = 2
+    # The validation metric that picks the best model: accuracy, macro_f1 or loss.
     metric_for_best: str = "accuracy"
+    # auto (CUDA where available, else CPU), cpu, cuda, cuda:N or mps.
     device: str = "auto"
     # auto: bf16 autocast on CUDA (fp16 + loss scaling without bf16) and on CPUs
     # with native bf16; fp32 elsewhere. Or bf16, fp16, fp32.
     precision: str = "auto"
+    # torch.compile the model (batch widths rounded up to a multiple of 16).
     compile: bool = False
     # Recompute activations in the backward pass instead of keeping them: less
     # memory (longer texts, bigger batches) for one more forward pass of compute.
@@ -193,11 +223,14 @@ class TrainConfig:
     # On CPU, draw dropout masks from geometric gaps (same distribution, far fewer
     # random numbers; see speed.py). No effect on CUDA.
     fast_dropout: bool = True
+    # A train record (loss, lr, throughput) to metrics.jsonl every N steps.
     log_every: int = 10
+    # Progress on stderr: a bar on a terminal, a plain line per train record elsewhere.
     progress: bool = True
     # Where metrics go: jsonl (metrics.jsonl, always written), tensorboard (RUN_DIR/tensorboard/),
     # mlflow (mlflow_uri; default a file store in RUN_DIR/mlruns). The last two are optional extras.
     log_to: list[str] = field(default_factory=lambda: ["jsonl"])
+    # MLflow tracking URI for log_to mlflow (default: a file store in RUN_DIR/mlruns).
     mlflow_uri: str | None = None
 
     def validate(self) -> None:
@@ -234,9 +267,9 @@ class QuantizationConfig:
     # 0: the base loads in full precision. 4 or 8: its frozen linear layers load
     # through bitsandbytes (QLoRA); the head, LayerNorms and the adapter stay fp32.
     bits: int = 0
-    # 4-bit only: nf4 (normal-float, the QLoRA paper's) or fp4; double_quant also
-    # quantizes the per-block scales (about 0.4 bits per weight saved).
+    # 4-bit only: nf4 (normal-float, the QLoRA paper's) or fp4.
     quant_type: str = "nf4"
+    # 4-bit only: quantize the per-block scales too (about 0.4 bits per weight saved).
     double_quant: bool = True
     # The dtype the 4-bit matmuls run in: auto follows train.precision (bf16 where
     # that autocasts to bf16, else fp16 on CUDA, else fp32).
@@ -255,12 +288,13 @@ class QuantizationConfig:
 
 @dataclass
 class ServeConfig:
-    # Per request: at most this many texts, each at most this many characters (longer is a 413, not a cut).
+    # At most this many texts per request (more is a 413).
     max_texts: int = 64
+    # At most this many characters per text (longer is a 413, not a cut).
     max_chars: int = 20_000
-    # Concurrent requests are pooled into one model call of up to max_batch texts, waiting at most
-    # max_wait_ms for more to arrive.
+    # Concurrent requests are pooled into one model call of up to max_batch texts.
     max_batch: int = 64
+    # How long the pool waits for more requests before it calls the model.
     max_wait_ms: float = 5.0
 
     def validate(self) -> None:
@@ -275,27 +309,37 @@ class ServeConfig:
 class SearchConfig:
     """The space `loraclf search` samples; each list is the choices, each [low, high] a range."""
 
-    lr: list[float] = field(default_factory=lambda: [1e-4, 3e-3])  # log scale
+    # Learning-rate range, sampled on a log scale.
+    lr: list[float] = field(default_factory=lambda: [1e-4, 3e-3])
+    # LoRA ranks to try.
     r: list[int] = field(default_factory=lambda: [4, 8, 16, 32])
-    alpha_ratio: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])  # lora.alpha = ratio * r
+    # lora.alpha = ratio * r, for these ratios.
+    alpha_ratio: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
+    # Adapter dropout range.
     dropout: list[float] = field(default_factory=lambda: [0.0, 0.1])
     # Comma-separated target module sets.
     target_modules: list[str] = field(default_factory=lambda: [
         "query,value", "query,key,value", "query,key,value,attention.output.dense"])
     # all, or top_half (the upper half of the encoder's layers).
     layers: list[str] = field(default_factory=lambda: ["all", "top_half"])
+    # Heads to try (model.head): default, linear, lowrank.
     heads: list[str] = field(default_factory=lambda: ["default", "linear"])
     # lora, dora (LoRA with DoRA's magnitudes), adalora, vera, ia3.
     methods: list[str] = field(default_factory=lambda: ["lora", "dora"])
+    # Warm-up share range.
     warmup_ratio: list[float] = field(default_factory=lambda: [0.0, 0.1])
+    # Epoch range (integers).
     epochs: list[int] = field(default_factory=lambda: [2, 4])
+    # Batch sizes to try.
     batch_size: list[int] = field(default_factory=lambda: [16, 32])
     # Stop hopeless trials at an epoch end: median (below the median of earlier trials at that
     # step), hyperband, or none.
     pruner: str = "median"
+    # Seed of the sampler (worker N uses seed + N).
     seed: int = 0
     # A worker that stops sending heartbeats for this long has its trial marked failed.
     heartbeat_s: int = 10
+    # How long after a worker's last heartbeat its running trial is marked failed.
     grace_s: int = 30
 
     def validate(self) -> None:
@@ -319,6 +363,7 @@ class SearchConfig:
 
 @dataclass
 class BudgetConfig:
+    # Training refuses to start with more trainable parameters than this (counted exactly, before any weights load).
     max_trainable: int = 1_000_000
 
 
