@@ -70,17 +70,22 @@ def _add_plan(commands) -> argparse.ArgumentParser:
     return plan
 
 
+def _add_inference_options(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """What evaluate and predict share: how the model runs and what it may read."""
+    command.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
+    command.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help=PRECISION_HELP)
+    command.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
+    command.add_argument("--unquantized", action="store_true", help=UNQUANTIZED_HELP)
+    return command
+
+
 def _add_evaluate(commands) -> argparse.ArgumentParser:
     evaluate = commands.add_parser("evaluate", help="metrics of a run on a labelled file")
     evaluate.add_argument("run_dir", help=FOLDER_HELP)
     evaluate.add_argument("--data", "--input", dest="data", required=True,
                           help="labelled file (CSV, JSONL, Parquet, pickle)")
     evaluate.add_argument("--output", help="metrics JSON (default: RUN_DIR/eval_<data>.json); a PNG goes beside")
-    evaluate.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
-    evaluate.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help=PRECISION_HELP)
-    evaluate.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
-    evaluate.add_argument("--unquantized", action="store_true", help=UNQUANTIZED_HELP)
-    return evaluate
+    return _add_inference_options(evaluate)
 
 
 def _add_predict(commands) -> argparse.ArgumentParser:
@@ -91,11 +96,7 @@ def _add_predict(commands) -> argparse.ArgumentParser:
     predict.add_argument("--output", help=".csv or .jsonl (default: CSV on stdout)")
     predict.add_argument("--submission", action="store_true", help="write the competition format ID,Label")
     predict.add_argument("--text-column", help="column holding the texts (default: the run's)")
-    predict.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
-    predict.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help=PRECISION_HELP)
-    predict.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
-    predict.add_argument("--unquantized", action="store_true", help=UNQUANTIZED_HELP)
-    return predict
+    return _add_inference_options(predict)
 
 
 def _add_report(commands) -> argparse.ArgumentParser:
