@@ -135,3 +135,37 @@ def test_dropout_override_reaches_the_encoder(tiny_dir):
     model = wrap_with_lora(base, LoraSettings(r=2, dropout=0.0)).train()
     ids = torch.randint(3, 100, (2, 9))
     torch.testing.assert_close(model(input_ids=ids).logits, model(input_ids=ids).logits)
+
+
+def test_loading_a_pretrained_base_reports_only_what_is_unexpected(tmp_path, tiny_model_dir):
+    """The fresh head (MISSING) is loraclf's doing and is not reported; a missing encoder weight still is."""
+    import logging
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    from transformers import AutoModel
+    from transformers.utils import logging as hf_logging
+
+    base = tmp_path / "base"
+    AutoModel.from_config(tiny_roberta_config()).save_pretrained(base)  # encoder + pooler, no head
+    for name in ("vocab.json", "merges.txt"):
+        shutil.copy(tiny_model_dir / name, base / name)
+    reports = []
+    handler = logging.Handler()
+    handler.emit = lambda record: reports.append(record.getMessage())
+    logger = logging.getLogger("transformers.modeling_utils")
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_warning()
+    logger.addHandler(handler)
+    try:
+        build_base(ModelConfig(name_or_path=str(base)), ["a", "b"])
+        assert not [r for r in reports if "LOAD REPORT" in r]
+        weights = load_file(str(base / "model.safetensors"))
+        save_file({k: v for k, v in weights.items() if "layer.1.output.dense" not in k}, str(base / "model.safetensors"),
+                  metadata={"format": "pt"})
+        build_base(ModelConfig(name_or_path=str(base)), ["a", "b"])
+        [report] = [r for r in reports if "LOAD REPORT" in r]
+        assert "layer.1.output.dense.weight" in report and "MISSING" in report
+    finally:
+        logger.removeHandler(handler)
+        hf_logging.set_verbosity(verbosity)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
+import logging
+import re
 from pathlib import Path
 
 import torch
@@ -259,6 +262,41 @@ def meta_model(model_cfg: ModelConfig, label_names: list[str]) -> PreTrainedMode
             load_base_config(model_cfg, label_names), trust_remote_code=model_cfg.trust_remote_code)
 
 
+class _ExpectedHeadReport(logging.Filter):
+    """Drops transformers' load report when all it lists is the fresh classification head (MISSING) and the
+    checkpoint's unused pooler (UNEXPECTED): loraclf adds that head on purpose, and a trained run loads it
+    from its adapter right after, so "newly initialized ... consider training" would mislead. A report that
+    lists anything else (encoder weights missing, shapes that differ) still shows."""
+
+    def __init__(self, encoder_prefix: str):
+        super().__init__()
+        self.encoder_prefix = encoder_prefix
+
+    def expected(self, key: str, status: str) -> bool:
+        if status == "MISSING":
+            return key.split(".")[0] != self.encoder_prefix
+        return status == "UNEXPECTED" and (key.startswith("pooler.") or key.startswith(f"{self.encoder_prefix}.pooler."))
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if "LOAD REPORT" not in message:
+            return True
+        rows = re.findall(r"^(\S+)\s*\|\s*(\w+)\s*\|", message, re.M)
+        rows = [(key, status) for key, status in rows if key != "Key"]
+        return not rows or not all(self.expected(key, status) for key, status in rows)
+
+
+@contextlib.contextmanager
+def _quiet_expected_head(config: PretrainedConfig):
+    logger = logging.getLogger("transformers.modeling_utils")
+    report_filter = _ExpectedHeadReport(config.model_type)
+    logger.addFilter(report_filter)
+    try:
+        yield
+    finally:
+        logger.removeFilter(report_filter)
+
+
 def _build_encoder(model_cfg: ModelConfig, label_names: list[str], base_folder: Path | None,
                    extra: dict) -> PreTrainedModel:
     config = load_base_config(model_cfg, label_names)
@@ -273,10 +311,11 @@ def _build_encoder(model_cfg: ModelConfig, label_names: list[str], base_folder: 
         )
     name = resolve_model_path(model_cfg.name_or_path)
     try:
-        return AutoModelForSequenceClassification.from_pretrained(
-            name, config=config, trust_remote_code=model_cfg.trust_remote_code, attn_implementation=attention,
-            **extra
-        )
+        with _quiet_expected_head(config):
+            return AutoModelForSequenceClassification.from_pretrained(
+                name, config=config, trust_remote_code=model_cfg.trust_remote_code, attn_implementation=attention,
+                **extra
+            )
     except (OSError, ValueError) as exc:
         raise _hub_error("model", name, exc) from None
 
