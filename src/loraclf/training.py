@@ -444,18 +444,18 @@ def validate_and_keep(s: Setup, state: TrainState, best_state: dict[str, torch.T
     return best_state
 
 
-def save_best(s: Setup, folder: Path, best: dict[str, Any], test: dict[str, Any] | None = None) -> None:
+def save_best(s: Setup, folder: Path, best: dict[str, Any]) -> None:
     """The adapter folder, standing alone: adapter and head, tokenizer, and a model card."""
     base = card.base_reference(s.config, s.out)
     save_adapter(s.model, folder, s.initial_adapter, base)
     s.tokenizer.save_pretrained(folder)
-    write_card(s, folder, best, test)
+    write_card(s, folder, best, base)
 
 
-def write_card(s: Setup, folder: Path, best: dict[str, Any], test: dict[str, Any] | None = None) -> None:
+def write_card(s: Setup, folder: Path, best: dict[str, Any], base: str, test: dict[str, Any] | None = None) -> None:
     command = json.loads((s.out / run.VERSIONS).read_text(encoding="utf-8")).get("command")
     run.write_text(folder / "README.md", card.render(s.config, s.splits.label_names, s.parameters.to_dict(), best,
-                                                     card.base_reference(s.config, s.out), test, command))
+                                                     base, test, command))
 
 
 def save_checkpoint(s: Setup, state: TrainState, best_state: dict[str, torch.Tensor], window_loss: torch.Tensor,
@@ -503,7 +503,8 @@ def finish(s: Setup, state: TrainState, best_state: dict[str, torch.Tensor], sta
     summary["total_seconds"] = round(time.perf_counter() - started, 2)
     if s.procs.main:
         run.write_json(s.out / run.SUMMARY, summary)
-        write_card(s, s.out / run.ADAPTER, state.best_record, summary.get("test"))
+        write_card(s, s.out / run.ADAPTER, state.best_record, card.base_reference(s.config, s.out),
+                   summary.get("test"))
         report.write(s.out)
     s.log(f"run folder: {s.out} (best {tc.metric_for_best} {state.best_value:.4f}; "
           f"{summary['train_samples_per_s']} samples/s; {summary['total_seconds']} s in all)")
