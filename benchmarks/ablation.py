@@ -35,7 +35,7 @@ def arms(config, labels) -> dict[str, list[str]]:
     limit = accounting.estimate(with_overrides(config, paper), labels).trainable + 1
     found = {}
     for c in candidates(config, labels, limit):
-        if c.targets == ("query", "key", "value") and c.layers is None and c.head == "linear":
+        if c.targets == ("attention_qkv",) and c.layers is None and c.head == "linear":
             found.setdefault(c.method, c)  # best first: the largest adapter of each method
     chosen = {"paper (r=7, alpha=77, default head)": paper}
     for method in ("lora", "dora", "vera", "ia3", "adalora"):

@@ -91,6 +91,23 @@ def test_evaluate(trained, tmp_path):
     assert result["accuracy"] == pytest.approx(saved["accuracy"])  # the same best model, reloaded
 
 
+def test_evaluate_scores_each_of_several_data_files(trained, tmp_path):
+    half = tmp_path / "half.csv"
+    rows = list(csv.reader(Path(trained["test"]).open()))
+    with half.open("w", newline="") as handle:
+        csv.writer(handle).writerows(rows[:13])
+    code, stdout, err = cli("evaluate", trained["run"], "--data", trained["test"], "--data", half)
+    assert code == 0, err
+    whole = json.loads((trained["run"] / f"eval_{Path(trained['test']).stem}.json").read_text())
+    part = json.loads((trained["run"] / "eval_half.json").read_text())
+    assert (whole["count"], part["count"]) == (24, 12)
+    lines = stdout.splitlines()
+    assert lines[0].split() == ["data", "items", "accuracy", "macro-F1"]
+    assert lines[2].split()[1:] == ["12", f"{part['accuracy']:.4f}", f"{part['macro_f1']:.4f}"]
+    code, _, err = cli("evaluate", trained["run"], "--data", trained["test"], "--data", half, "--output", "x.json")
+    assert_user_error(code, err, "--output: names one file")
+
+
 def test_predict_csv_jsonl_and_order(trained, tmp_path):
     code, _, err = cli("predict", trained["run"], "--input", trained["test"], "--output", tmp_path / "p.csv")
     assert code == 0, err

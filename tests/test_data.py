@@ -272,3 +272,23 @@ def test_every_item_exactly_once_per_epoch_in_seeded_order(tokenizer):
                    for x in b["labels"]] for s in (0, 0, 1)]
         assert sorted(epochs[0]) == list(range(203))
         assert epochs[0] == epochs[1] and epochs[0] != epochs[2]
+
+
+def test_test_split_picks_the_hub_split_or_none(monkeypatch, tokenizer):
+    from loraclf import data as data_module
+    from loraclf.data import Table
+
+    texts = [f"item number {i} about markets and sport" for i in range(40)]
+    hub = {"train": Table("hub[train]", texts, [i % 4 for i in range(40)]),
+           "test": Table("hub[test]", texts[:8], [i % 4 for i in range(8)]),
+           "validation": Table("hub[validation]", texts[:6], [i % 4 for i in range(6)])}
+    monkeypatch.setattr(data_module, "load_hub", lambda *args: hub)
+    cfg = DataConfig(dataset="some/hub-id", label_names=AG_NEWS_LABELS, length_filter=None)
+    assert len(load_splits(cfg, tokenizer, log=lambda _: None).test) == 8
+    cfg.test_split = "validation"
+    assert len(load_splits(cfg, tokenizer, log=lambda _: None).test) == 6
+    cfg.test_split = None
+    assert load_splits(cfg, tokenizer, log=lambda _: None).test is None
+    cfg.test_split = "dev"
+    with pytest.raises(UserError, match="data.test_split: dataset 'some/hub-id' has no 'dev' split"):
+        load_splits(cfg, tokenizer, log=lambda _: None)

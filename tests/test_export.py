@@ -36,9 +36,12 @@ def trained(tmp_path_factory, tiny_model_dir, agnews_rows):
     folder = tmp_path_factory.mktemp("export")
     data = write_csv(folder / "train.csv", *keyed(texts[:240]))
     runs = {}
-    for head in ("default", "lowrank", "linear"):
+    for head in ("default", "lowrank", "linear", "mean"):
         config = tiny_config(tiny_model_dir, data, epochs=6, lr=2e-2, precision="fp32")
-        config.model.head, config.model.head_rank, config.data.length_filter = head, 4, None
+        # "mean": the default head reading the masked mean of the tokens (model.pooling).
+        config.model.pooling = "mean" if head == "mean" else "cls"
+        config.model.head = "default" if head == "mean" else head
+        config.model.head_rank, config.data.length_filter = 4, None
         train(config, folder / head, log=lambda _: None)
         runs[head] = folder / head
     return runs, keyed(texts[1000:1400], offset=1)[0]
@@ -52,7 +55,7 @@ def unmerged_logits(run_dir, texts):
     return Classifier.load(run_dir, device="cpu", precision="fp32", merge=False).logits(texts, 16)
 
 
-@pytest.mark.parametrize("head", ["default", "lowrank"])
+@pytest.mark.parametrize("head", ["default", "lowrank", "mean"])
 def test_merged_export_matches_the_unmerged_adapter_and_loads_without_peft(tmp_path, trained, head):
     runs, texts = trained
     out = export.export(runs[head], "merged", tmp_path / "merged", log=lambda _: None)
@@ -66,12 +69,16 @@ def test_merged_export_matches_the_unmerged_adapter_and_loads_without_peft(tmp_p
              "model = AutoModelForSequenceClassification.from_pretrained(folder).eval()\n"
              "batch = AutoTokenizer.from_pretrained(folder)(sys.argv[1:], return_tensors='pt', padding=True)\n"
              "print(model(**batch).logits.tolist())")
+    if head == "mean":  # the stock class reads the first token: the manifest's pooling is applied on load
+        probe = probe.replace(".eval()\n", ".eval()\nfrom loraclf.pooling import apply_pooling\n"
+                                            "apply_pooling(model, 'mean')\n")
+        assert json.loads((out / export.MANIFEST).read_text())["pooling"] == "mean"
     done = subprocess.run([sys.executable, "-c", probe, *texts[:3]], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-1500:]
     assert np.abs(np.array(json.loads(done.stdout.strip().splitlines()[-1])) - reference[:3]).max() < 1e-4
 
 
-@pytest.mark.parametrize("head", ["default", "linear"])
+@pytest.mark.parametrize("head", ["default", "linear", "mean"])
 def test_onnx_export_matches_within_1e_3_and_int8_agrees_on_labels(tmp_path, trained, head):
     runs, texts = trained
     reference = unmerged_logits(runs[head], texts)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
+
+from typing import Any
 
 import torch
 
@@ -24,12 +26,14 @@ class Breakdown:
     other: int
     frozen: int
     max_trainable: int
+    # The module names LoRA adapts, as resolved for the architecture (roles become names).
+    targets: list[str] = field(default_factory=list)
 
     @property
     def over_by(self) -> int:
         return self.trainable - self.max_trainable
 
-    def to_dict(self) -> dict[str, int]:
+    def to_dict(self) -> dict[str, Any]:
         return asdict(self) | {"total": self.trainable + self.frozen}
 
     def describe(self) -> str:
@@ -38,6 +42,7 @@ class Breakdown:
             f"trainable {self.trainable:,} ({share:.2f}% of {self.trainable + self.frozen:,}) = "
             f"LoRA {self.lora:,} + head {self.head:,} + other {self.other:,}; "
             f"budget {self.max_trainable:,}"
+            + (f"; adapted: {', '.join(self.targets)}" if self.targets else "")
         )
 
 
@@ -56,7 +61,11 @@ def count(model: torch.nn.Module, max_trainable: int) -> Breakdown:
             head += n
         else:
             other += n
-    return Breakdown(lora + head + other, lora, head, other, frozen, max_trainable)
+    settings = getattr(model, "peft_config", {}).get("default")
+    targets = getattr(settings, "target_modules", None) or []
+    # PEFT keeps a list of names as a set: report them in a stable order.
+    return Breakdown(lora + head + other, lora, head, other, frozen, max_trainable,
+                     [targets] if isinstance(targets, str) else sorted(targets))
 
 
 def estimate(config: Config, label_names: list[str]) -> Breakdown:

@@ -14,6 +14,9 @@ from typing import Any
 from loraclf.config import Config
 
 
+POOLING_TEXT = {"cls": "the first token", "mean": "the mean over the non-padding tokens (model.pooling mean)"}
+
+
 def base_reference(config: Config, run_dir: Path) -> str:
     """What `base_model_name_or_path` should say: the hub id for a hub model, else the folder that loads it."""
     from loraclf import run
@@ -43,9 +46,13 @@ def render(config: Config, labels: list[str], parameters: dict[str, int], best: 
               f"{parameters['max_trainable']:,}) = adapter {parameters['lora']:,} + head {parameters['head']:,}"
               f" + other {parameters['other']:,}.", "",
               f"Adapter: {lora.method}, r={lora.r}, alpha={lora.alpha}, dropout {lora.dropout}, targets "
-              f"{', '.join(lora.target_modules)}; head `{config.model.head}` trained in full.", "",
+              f"{', '.join(parameters.get('targets') or lora.target_modules)}; head `{config.model.head}` trained "
+              f"in full, reading {POOLING_TEXT[config.model.pooling]}.", "",
               f"Training: AdamW lr {tc.lr}, weight decay {tc.weight_decay}, {tc.scheduler} schedule, {tc.epochs} epochs, "
-              f"batch {tc.batch_size}; texts truncated at {config.data.max_length} tokens.", "", "## Metrics", ""]
+              f"batch {tc.batch_size}; texts truncated at {config.data.max_length} tokens."
+              + (f" Then {config.adapt.rounds} rounds of {config.adapt.method.replace('_', '-')} adaptation on "
+                 f"unlabelled texts ({config.data.unlabelled_file})." if config.adapt.method != "none" else ""),
+              "", "## Metrics", ""]
     if best:
         lines.append(f"- best validation (step {best['step']}): accuracy {best['val_accuracy']:.4f}, "
                      f"macro-F1 {best['val_macro_f1']:.4f}, loss {best['val_loss']:.4f}")
@@ -60,7 +67,11 @@ def render(config: Config, labels: list[str], parameters: dict[str, int], best: 
               f"    id2label={id2label!r},",
               f"    label2id={label2id!r})",
               "tokenizer = AutoTokenizer.from_pretrained(ADAPTER_FOLDER)  # truncates at "
-              f"{config.data.max_length} tokens, as in training", "```", "",
+              f"{config.data.max_length} tokens, as in training"]
+    if config.model.pooling == "mean":
+        lines += ["# The head reads the mean over the tokens: without these lines it would read the first token.",
+                  "from loraclf.pooling import apply_pooling", "apply_pooling(model, 'mean')"]
+    lines += ["```", "",
               "With loraclf (the run folder, this folder's parent): `loraclf.Classifier.load(RUN_DIR)` or "
               "`loraclf predict RUN_DIR \"some text\"`."]
     if command:

@@ -159,7 +159,11 @@ def _load_export(description: Description, device: torch.device):
 
     tokenizer = AutoTokenizer.from_pretrained(description.path)
     if description.kind == "merged":
+        from loraclf.pooling import apply_pooling
+
         model = AutoModelForSequenceClassification.from_pretrained(description.path, use_safetensors=True)
+        # The stock class reads the first token; a mean-pooled run's export says so in its manifest.
+        model = apply_pooling(model, description.info.get("pooling", "cls"))
         return model.to(device).eval(), tokenizer
     if description.kind in ("onnx", "onnx-int8"):
         return export.OnnxModel(description.path / export.ONNX_FILE), tokenizer

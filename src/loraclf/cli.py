@@ -80,11 +80,12 @@ def _add_inference_options(command: argparse.ArgumentParser) -> argparse.Argumen
 
 
 def _add_evaluate(commands) -> argparse.ArgumentParser:
-    evaluate = commands.add_parser("evaluate", help="metrics of a run on a labelled file")
+    evaluate = commands.add_parser("evaluate", help="metrics of a run on labelled files, each on its own")
     evaluate.add_argument("run_dir", help=FOLDER_HELP)
-    evaluate.add_argument("--data", "--input", dest="data", required=True,
-                          help="labelled file (CSV, JSONL, Parquet, pickle)")
-    evaluate.add_argument("--output", help="metrics JSON (default: RUN_DIR/eval_<data>.json); a PNG goes beside")
+    evaluate.add_argument("--data", "--input", dest="data", required=True, action="append",
+                          help="labelled file (CSV, JSONL, Parquet, pickle); repeat to score several sets")
+    evaluate.add_argument("--output", help="metrics JSON, with one --data (default: RUN_DIR/eval_<data>.json); "
+                                           "a PNG goes beside")
     return _add_inference_options(evaluate)
 
 
@@ -216,24 +217,16 @@ def cmd_plan(args, overrides) -> None:
 
 
 def cmd_evaluate(args, overrides) -> None:
-    from loraclf import run
-    from loraclf.classifier import Classifier, describe
-    from loraclf.data import encode_labels, read_file
-    from loraclf.evaluate import metrics, plot_confusion
+    from loraclf.evaluate import evaluate_files
 
     _no_overrides(overrides)
-    about = describe(args.run_dir)
-    # Check the data before loading the model: bad input fails in a second.
-    table = read_file(args.data, about.text_column, about.label_column, args.allow_pickle)
-    labels = encode_labels(table, about.labels, about.label_column)
-    clf = Classifier.load(args.run_dir, precision=args.precision, quantized=not args.unquantized)
-    result = metrics(labels, clf.logits(table.texts, args.batch_size), clf.labels)
-    result |= {"data": str(args.data), "run": str(about.path)}
-    output = Path(args.output) if args.output else about.path / f"eval_{Path(args.data).stem}.json"
-    run.write_json(output, result)
-    plot_confusion(result["confusion_matrix"], clf.labels, output.with_suffix(".png"), Path(args.data).name)
-    print(f"accuracy {result['accuracy']:.4f}  macro-F1 {result['macro_f1']:.4f}  on {result['count']:,} items")
-    print(f"wrote {output} and {output.with_suffix('.png')}")
+    results = evaluate_files(args.run_dir, args.data, args.output, args.batch_size, args.precision,
+                             not args.unquantized, args.allow_pickle)
+    width = max(len(r["data"]) for r in results)
+    print(f"{'data':<{width}}  {'items':>7}  accuracy  macro-F1")
+    for r in results:
+        print(f"{r['data']:<{width}}  {r['count']:>7,}  {r['accuracy']:>8.4f}  {r['macro_f1']:>8.4f}")
+    print("wrote " + ", ".join(r["written"] for r in results))
 
 
 def cmd_predict(args, overrides) -> None:

@@ -45,10 +45,15 @@ class ModelConfig:
     head: str = "default"
     # lowrank head: the rank its dense layer is factored through.
     head_rank: int = 16
+    # What the head reads: cls (the first token's hidden state, as transformers heads do)
+    # or mean (the mean over non-padding tokens; what sentence-embedding encoders such as
+    # MiniLM and MPNet were trained to make useful). Adds no parameters.
+    pooling: str = "cls"
 
     def validate(self) -> None:
         _choice("model.init", self.init, ("pretrained", "random"))
         _choice("model.head", self.head, ("default", "linear", "lowrank"))
+        _choice("model.pooling", self.pooling, ("cls", "mean"))
         if self.head_rank < 1:
             raise UserError(f"config model.head_rank: must be at least 1, got {self.head_rank}")
         _choice("model.attn_implementation", self.attn_implementation, ("fast", "sdpa", "eager"))
@@ -65,6 +70,10 @@ class DataConfig:
     train_file: str | None = None
     # Test file, in the same formats; the best model is evaluated on it at the end.
     test_file: str | None = None
+    # The hub dataset's split used as the test set (with data.dataset; a dataset without a
+    # `test` split has none); null = none, e.g. when the texts the run adapts to include
+    # that split's texts.
+    test_split: str | None = "test"
     # Column holding the texts.
     text_column: str = "text"
     # Column holding the labels: ids 0..K-1 or class names.
@@ -89,6 +98,10 @@ class DataConfig:
     split_seed: int = 42
     # Read pickled data files (unpickling runs code from the file: only for files you trust).
     allow_pickle: bool = False
+    # Unlabelled texts of the domain the model will be used on (same formats, text_column),
+    # for the adapt section. Labels in it, where present, are never trained on: they only
+    # score the pseudo-labels in the log.
+    unlabelled_file: str | None = None
 
     def validate(self) -> None:
         if self.pad_to_multiple_of < 0:
@@ -127,9 +140,11 @@ class LoraSettings:
     dropout: float = 0.0
     # Which biases train: none, all, or lora_only (those of adapted layers).
     bias: str = "none"
-    # Modules to adapt, matched against the end of each module's name (RoBERTa: query, key,
-    # value, dense; MPNet: q, k, v, o).
-    target_modules: list[str] = field(default_factory=lambda: ["query", "key", "value"])
+    # Modules to adapt: roles, resolved for the model's architecture (attention_qkv,
+    # attention_output, ffn, all-linear), and/or module names matched against the end of
+    # each module's name (RoBERTa: query, key, value; MPNet: q, k, v, o). Training prints
+    # the names a role resolved to and saves them in the adapter's config.
+    target_modules: list[str] = field(default_factory=lambda: ["attention_qkv"])
     # PEFT method: lora, vera (shared frozen random projections, trained scaling vectors),
     # ia3 (trained rescaling vectors) or adalora (ranks pruned from r towards r/2 as it trains).
     method: str = "lora"
@@ -317,9 +332,9 @@ class SearchConfig:
     alpha_ratio: list[float] = field(default_factory=lambda: [1.0, 2.0, 4.0])
     # Adapter dropout range.
     dropout: list[float] = field(default_factory=lambda: [0.0, 0.1])
-    # Comma-separated target module sets.
+    # Comma-separated target sets (roles or module names, as lora.target_modules).
     target_modules: list[str] = field(default_factory=lambda: [
-        "query,value", "query,key,value", "query,key,value,attention.output.dense"])
+        "attention_qkv", "attention_qkv,attention_output", "all-linear"])
     # all, or top_half (the upper half of the encoder's layers).
     layers: list[str] = field(default_factory=lambda: ["all", "top_half"])
     # Heads to try (model.head): default, linear, lowrank.
@@ -368,6 +383,44 @@ class BudgetConfig:
 
 
 @dataclass
+class AdaptConfig:
+    # none; self_training: after the labelled training, label data.unlabelled_file with the
+    # model, keep the confident predictions, and continue training on labelled plus
+    # pseudo-labelled items, round after round, with the same trainable parameters;
+    # entropy: continue training on the labelled items plus every unlabelled text, whose
+    # loss is the entropy of its prediction (entropy minimisation), round after round.
+    method: str = "none"
+    # Rounds of predict -> select -> train; each continues from the previous round's weights.
+    rounds: int = 3
+    # A pseudo-label is kept when its probability is at least this (first round) ...
+    threshold: float = 0.95
+    # ... falling linearly to this in the last round (null = the same threshold every round).
+    final_threshold: float | None = None
+    # Per-class cap: no class keeps more than this multiple of the smallest class's kept
+    # count, so one class cannot flood the rest (1 = balanced; 0 = no cap).
+    class_ratio: float = 1.0
+    # Passes over labelled + pseudo-labelled items in each round.
+    epochs: int = 1
+    # Peak learning rate of each round (cosine, fresh AdamW); null = train.lr.
+    lr: float | None = None
+    # entropy: weight of the unlabelled texts' mean entropy beside the labelled cross-entropy.
+    entropy_weight: float = 1.0
+
+    def validate(self) -> None:
+        _choice("adapt.method", self.method, ("none", "self_training", "entropy"))
+        if self.rounds < 1 or self.epochs < 1:
+            raise UserError(f"config adapt: rounds and epochs must be at least 1, got {self.rounds} and {self.epochs}")
+        for key in ("threshold", "final_threshold"):
+            value = getattr(self, key)
+            if value is not None and not 0 <= value < 1:
+                raise UserError(f"config adapt.{key}: must be in [0, 1), got {value}")
+        if self.class_ratio != 0 and self.class_ratio < 1:
+            raise UserError(f"config adapt.class_ratio: must be 0 (no cap) or at least 1, got {self.class_ratio}")
+        if self.lr is not None and self.lr <= 0:
+            raise UserError(f"config adapt.lr: must be positive or null, got {self.lr}")
+
+
+@dataclass
 class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     data: DataConfig = field(default_factory=DataConfig)
@@ -377,12 +430,15 @@ class Config:
     serve: ServeConfig = field(default_factory=ServeConfig)
     search: SearchConfig = field(default_factory=SearchConfig)
     budget: BudgetConfig = field(default_factory=BudgetConfig)
+    adapt: AdaptConfig = field(default_factory=AdaptConfig)
 
     def validate(self) -> None:
         for section in dataclasses.fields(self):
             check = getattr(getattr(self, section.name), "validate", None)
             if check:
                 check()
+        if self.adapt.method != "none" and not self.data.unlabelled_file:
+            raise UserError(f"config adapt.method {self.adapt.method}: needs data.unlabelled_file (the texts to adapt to)")
         if self.quantization.bits and self.lora.init != "default":
             raise UserError(f"config lora.init {self.lora.init}: needs the full-precision weights to decompose; "
                             "not with quantization.bits (use lora.init default)")

@@ -476,7 +476,11 @@ def load_splits(cfg: DataConfig, tokenizer, log: Callable[[str], None] = print) 
         if "train" not in hub:
             raise UserError(f"dataset {cfg.dataset!r} has no train split (has {sorted(hub)})")
         train_table = hub["train"]
-        test_table = hub.get("test")
+        if cfg.test_split is not None:
+            if cfg.test_split not in hub and cfg.test_split != "test":  # the default may be absent: no test set
+                raise UserError(f"config data.test_split: dataset {cfg.dataset!r} has no {cfg.test_split!r} split "
+                                f"(has {sorted(hub)}); set data.test_split null for none")
+            test_table = hub.get(cfg.test_split)
     if cfg.test_file:
         test_table = read_file(cfg.test_file, cfg.text_column, cfg.label_column, cfg.allow_pickle)
 

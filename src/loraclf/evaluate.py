@@ -64,6 +64,38 @@ def confusion_figure(matrix: list[list[int]], label_names: list[str], title: str
     return fig
 
 
+def evaluate_files(run_dir: str | Path, files: list[str], output: str | None = None, batch_size: int = 32,
+                   precision: str = "auto", quantized: bool = True, allow_pickle: bool = False) -> list[dict[str, Any]]:
+    """Metrics of a run (or export) on each labelled file, written to RUN_DIR/eval_<file>.json with its confusion
+    matrix beside; every file is read and checked before the model loads. Returns the results in order."""
+    from loraclf import run
+    from loraclf.classifier import Classifier, describe
+    from loraclf.data import encode_labels, read_file
+    from loraclf.errors import UserError
+
+    if output and len(files) > 1:
+        raise UserError(f"evaluate --output: names one file; with {len(files)} --data files, leave it out "
+                        "(each is written to RUN_DIR/eval_<data>.json)")
+    stems = [Path(f).stem for f in files]
+    twice = sorted({stem for stem in stems if stems.count(stem) > 1})
+    if twice:
+        raise UserError(f"evaluate --data: two files are named {twice[0]!r}; their results would overwrite each "
+                        "other in RUN_DIR/eval_<data>.json (rename one)")
+    about = describe(run_dir)
+    tables = [read_file(f, about.text_column, about.label_column, allow_pickle) for f in files]
+    labels = [encode_labels(table, about.labels, about.label_column) for table in tables]
+    clf = Classifier.load(run_dir, precision=precision, quantized=quantized)
+    results = []
+    for name, table, truth in zip(files, tables, labels):
+        result = metrics(truth, clf.logits(table.texts, batch_size), clf.labels)
+        result |= {"data": str(name), "run": str(about.path)}
+        path = Path(output) if output else about.path / f"eval_{Path(name).stem}.json"
+        run.write_json(path, result)
+        plot_confusion(result["confusion_matrix"], clf.labels, path.with_suffix(".png"), Path(name).name)
+        results.append(result | {"written": str(path)})
+    return results
+
+
 def plot_confusion(matrix: list[list[int]], label_names: list[str], path: Path, title: str) -> None:
     fig = confusion_figure(matrix, label_names, title)  # selects the Agg backend before pyplot loads
     import matplotlib.pyplot as plt

@@ -73,6 +73,7 @@ def export(run_dir: str | Path, fmt: str, output: str | Path, int8: bool = False
         "format": "onnx-int8" if int8 else fmt, "label_names": label_names,
         "max_length": config.data.max_length, "text_column": config.data.text_column,
         "label_column": config.data.label_column, "base_model": config.model.name_or_path,
+        "pooling": config.model.pooling,
         "run": str(Path(run_dir).resolve()), "parameters": _parameters(Path(run_dir)),
     }
 

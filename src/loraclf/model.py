@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import importlib.util
 import json
 import logging
@@ -30,7 +31,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from loraclf import quantize, speed
+from loraclf import pooling, quantize, speed, targets
 from loraclf.config import LoraSettings, ModelConfig, QuantizationConfig
 from loraclf.errors import UserError
 
@@ -212,23 +213,10 @@ def peft_config(lora: LoraSettings, head_modules: list[str], total_steps: int = 
                       init_lora_weights=init, **common)
 
 
-def _check_targets(model: PreTrainedModel, lora: LoraSettings) -> None:
-    # PEFT matches a target against the end of a module's dotted name.
-    names = [name for name, _ in model.named_modules()]
-    missing = [t for t in lora.target_modules if not any(n == t or n.endswith(f".{t}") for n in names)]
-    if missing:
-        linear = sorted(
-            {n.rsplit(".", 1)[-1] for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
-        )
-        raise UserError(
-            f"config lora.target_modules: {missing} not found in {type(model).__name__}; "
-            f"its linear layers are named {', '.join(linear)}"
-        )
-
-
 def wrap_with_lora(model: PreTrainedModel, lora: LoraSettings, total_steps: int = 1) -> PeftModel:
-    _check_targets(model, lora)
-    return get_peft_model(model, peft_config(lora, head_module_names(model), total_steps))
+    """PEFT around `model`, with `lora.target_modules` (roles or names) resolved for its architecture."""
+    resolved = dataclasses.replace(lora, target_modules=targets.resolve(model, lora.target_modules))
+    return get_peft_model(model, peft_config(resolved, head_module_names(model), total_steps))
 
 
 def build_base(model_cfg: ModelConfig, label_names: list[str], base_folder: Path | None = None,
@@ -252,7 +240,7 @@ def build_base(model_cfg: ModelConfig, label_names: list[str], base_folder: Path
     encoder = _build_encoder(model_cfg, label_names, base_folder, extra)
     if quantized and quantization.embeddings:
         quantize.quantize_embeddings(encoder)
-    return apply_head(encoder, model_cfg.head, model_cfg.head_rank)
+    return pooling.apply_pooling(apply_head(encoder, model_cfg.head, model_cfg.head_rank), model_cfg.pooling)
 
 
 def meta_model(model_cfg: ModelConfig, label_names: list[str]) -> PreTrainedModel:

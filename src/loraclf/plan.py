@@ -15,14 +15,15 @@ from dataclasses import dataclass
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from loraclf import accounting
+from loraclf import accounting, targets
 from loraclf.config import Config, load_config, parse_overrides
+from loraclf.errors import UserError
 from loraclf.model import apply_head, head_module_names, load_base_config
 
 RANKS = {"lora": (1, 2, 4, 8, 16, 32, 64), "dora": (1, 2, 4, 8, 16, 32, 64), "adalora": (2, 4, 8, 16, 32, 64),
          "vera": (64, 128, 256, 512, 1024), "ia3": (0,)}
-TARGET_SETS = (("query", "value"), ("query", "key", "value"), ("query", "key", "value", "attention.output.dense"),
-               ("query", "key", "value", "attention.output.dense", "intermediate.dense"))
+# Roles, resolved per architecture (targets.py): the same plan for BERT, RoBERTa, MPNet, DistilBERT, DeBERTa.
+TARGET_SETS = (("attention_qkv",), ("attention_qkv", "attention_output"), ("all-linear",))
 HEADS = (("default", 0), ("lowrank", 16), ("linear", 0))
 
 
@@ -101,11 +102,13 @@ def candidates(config: Config, label_names: list[str], max_trainable: int) -> li
     if layers and layers > 1:
         layer_ranges.append(tuple(range(layers // 2, layers)))  # the upper half
     found = []
-    for targets in TARGET_SETS:
-        matched = {key: shape for key, shape in linear.items()
-                   if any(key[1] == t or key[1].endswith(f".{t}") for t in targets)}
-        if {t for t in targets if not any(n.endswith(f".{t}") for _, n in matched)}:
-            continue  # this architecture names its layers otherwise
+    for roles in TARGET_SETS:
+        try:
+            resolved = targets.resolve(model, list(roles))
+        except UserError:
+            continue  # this architecture has no such layers
+        matched = {key: shape for key, shape in linear.items() if any(key[1] == t or key[1].endswith(f".{t}")
+                                                                     for t in resolved)}
         for layer_range in layer_ranges:
             chosen = [(name, shape) for (index, name), shape in matched.items()
                       if layer_range is None or index in layer_range]
@@ -116,7 +119,7 @@ def candidates(config: Config, label_names: list[str], max_trainable: int) -> li
                     adapter = sum(_adapter_size(method, r, i, o, "intermediate" in name) for name, (i, o) in chosen)
                     for (head, rank), head_params in heads.items():
                         if adapter + head_params < max_trainable:
-                            found.append(Candidate(method, r, targets, layer_range, head, rank, adapter,
+                            found.append(Candidate(method, r, roles, layer_range, head, rank, adapter,
                                                    head_params))
     return sorted(found, key=lambda c: (-c.adapter, c.head_params, c.method, c.r))
 

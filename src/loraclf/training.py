@@ -151,6 +151,10 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
         trackers = tracking.Trackers(config.train.log_to if procs.main else [], s.out, config.to_dict(),
                                      config.train.mlflow_uri)
         best_state = fit(s, state, best_state, trackers, on_eval)
+        if config.adapt.method != "none":
+            from loraclf.adapt import adapt  # adapt builds on this module's step and validation
+
+            best_state = adapt(s, state, best_state, trackers)
         summary = finish(s, state, best_state, started)
         trackers.close(summary)
         procs.barrier()
@@ -348,12 +352,19 @@ def fit(s: Setup, state: TrainState, best_state: dict[str, torch.Tensor], tracke
     return best_state
 
 
-def train_step(s: Setup, batches: Batches, indices: list[int], step: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Optimizer step number `step` on the global batch `indices`; returns (detached loss, whether it and the norm are finite)."""
+def train_step(s: Setup, batches: Batches, indices: list[int], step: int,
+               loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Optimizer step number `step` on the global batch `indices`; returns (detached loss, whether it and the norm
+    are finite). `loss_fn(logits, labels)` replaces the model's own loss (cross-entropy)."""
     local, weight = s.procs.shard(indices)
     batch = {k: v.to(s.device, non_blocking=True) for k, v in batches.collate(local).items()}
     with autocast(s.device, s.dtype):
-        loss = s.forward(**batch).loss
+        if loss_fn is None:
+            loss = s.forward(**batch).loss
+        else:
+            labels = batch.pop("labels")
+            loss = loss_fn(s.forward(**batch).logits.float(), labels)
     if s.procs.world > 1:
         # Weighted so DDP's gradient average is the global batch's mean loss; logged summed over processes.
         loss = loss * weight
@@ -498,6 +509,10 @@ def finish(s: Setup, state: TrainState, best_state: dict[str, torch.Tensor], sta
         "quantization": f"{quant.bits}-bit" if quant.bits else None,
         "precision": str(s.dtype).removeprefix("torch.") if s.dtype else "float32",
     }
+    if s.config.adapt.method != "none":
+        from loraclf.adapt import rounds
+
+        summary["adapt"] = rounds(s.out)
     if s.splits.test is not None:
         summary["test"] = test(s, best_state)
     summary["total_seconds"] = round(time.perf_counter() - started, 2)

@@ -1,0 +1,113 @@
+"""Self-training: pseudo-label selection (threshold, per-class cap, seeded) and resumable rounds."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from safetensors.torch import load_file
+
+from loraclf import adapt, run
+from loraclf.config import AdaptConfig
+from loraclf.errors import UserError
+from loraclf.training import train
+
+from conftest import write_csv
+from test_training import tiny_config
+
+
+def _probs(rows):
+    return np.array(rows, dtype=float)
+
+
+def test_select_keeps_confident_rows_and_caps_each_class_at_the_smallest():
+    probs = _probs([[0.97, 0.03], [0.96, 0.04], [0.99, 0.01], [0.5, 0.5], [0.02, 0.98], [0.1, 0.9]])
+    assert adapt.select(probs, 0.95, 0, seed=0).tolist() == [0, 1, 2, 4]        # no cap
+    kept = adapt.select(probs, 0.95, 1.0, seed=0)
+    assert len(kept) == 2 and 4 in kept and set(kept) - {4} <= {0, 1, 2}       # class 0 capped at 1
+    assert adapt.select(probs, 0.95, 2.0, seed=0).tolist().count(4) == 1 and len(adapt.select(probs, 0.95, 2.0, 0)) == 3
+    assert adapt.select(probs, 0.85, 1.0, seed=0).tolist().count(5) + adapt.select(probs, 0.85, 1.0, 0).tolist().count(4) == 2
+
+
+def test_select_is_seeded():
+    rng = np.random.default_rng(1)
+    probs = rng.dirichlet([0.2, 0.2, 0.2], size=500)
+    a, b = adapt.select(probs, 0.8, 1.0, seed=3), adapt.select(probs, 0.8, 1.0, seed=3)
+    assert np.array_equal(a, b) and not np.array_equal(a, adapt.select(probs, 0.8, 1.0, seed=4))
+    counts = np.bincount(probs[a].argmax(1), minlength=3)
+    assert counts.min() == counts.max() > 0  # balanced
+    assert (probs[a].max(1) >= 0.8).all()
+
+
+def test_threshold_schedule_runs_linearly_from_first_to_last_round():
+    cfg = AdaptConfig(method="self_training", rounds=3, threshold=0.95, final_threshold=0.75)
+    assert [round(adapt.threshold_for(cfg, i), 6) for i in range(3)] == [0.95, 0.85, 0.75]
+    assert adapt.threshold_for(AdaptConfig(rounds=3, threshold=0.9), 2) == 0.9
+
+
+def _adapt_config(tiny_model_dir, tmp_path, agnews_rows):
+    texts, labels = agnews_rows
+    config = tiny_config(tiny_model_dir, write_csv(tmp_path / "train.csv", texts[:80], labels[:80]), epochs=1)
+    config.data.unlabelled_file = str(write_csv(tmp_path / "target.csv", texts[200:260], labels[200:260]))
+    config.adapt.method, config.adapt.rounds, config.adapt.threshold = "self_training", 2, 0.0
+    config.adapt.class_ratio = 0
+    return config
+
+
+def test_rounds_log_counts_and_pseudo_label_accuracy_and_resume_from_the_last_round(tmp_path, tiny_model_dir,
+                                                                                      agnews_rows):
+    config = _adapt_config(tiny_model_dir, tmp_path, agnews_rows)
+    out = tmp_path / "run"
+    summary = train(config, out, log=lambda _: None)
+    rounds = summary["adapt"]
+    assert [r["round"] for r in rounds] == [1, 2]
+    for r in rounds:
+        pseudo = np.loadtxt(out / "adapt" / f"round-{r['round']}" / "pseudo_labels.csv", delimiter=",", skiprows=1)
+        assert r["kept"] == len(pseudo) == 60 and sum(r["kept_per_class"].values()) == 60  # threshold 0, no cap
+        truth = np.array(agnews_rows[1][200:260])[pseudo[:, 0].astype(int)]
+        assert r["pseudo_accuracy"] == pytest.approx(float((pseudo[:, 1] == truth).mean()))
+    # The shipped adapter is the last round's weights.
+    last = load_file(str(out / "adapt" / "round-2" / "trainable.safetensors"))
+    adapter = load_file(str(out / run.ADAPTER / "adapter_model.safetensors"))
+    some = next(k for k in adapter if "lora_A" in k)
+    assert np.allclose(adapter[some].numpy(), last[next(k for k in last if k.endswith(some.replace(".weight", ".default.weight")))].numpy())
+
+    # Interrupted after round 1: resuming trains round 2 only and ends where the whole run did.
+    import shutil
+
+    shutil.rmtree(out / "adapt" / "round-2")
+    resumed = train(config, out, resume=True, log=lambda _: None)
+    assert resumed["adapt"] == rounds
+    again = load_file(str(out / "adapt" / "round-2" / "trainable.safetensors"))
+    assert all(np.array_equal(again[k].numpy(), last[k].numpy()) for k in last)
+
+
+def test_adapt_needs_an_unlabelled_file():
+    from loraclf.config import load_config
+
+    with pytest.raises(UserError, match="adapt.method self_training: needs data.unlabelled_file"):
+        load_config(tree={"data": {"train_file": "x.csv"}, "adapt": {"method": "self_training"}})
+
+
+def test_entropy_loss_is_labelled_cross_entropy_plus_weighted_unlabelled_entropy():
+    import torch
+
+    torch.manual_seed(0)
+    logits = torch.randn(5, 3)
+    labels = torch.tensor([2, adapt.IGNORE, 0, adapt.IGNORE, adapt.IGNORE])
+    p = torch.softmax(logits[[1, 3, 4]], -1)
+    expected = torch.nn.functional.cross_entropy(logits[[0, 2]], labels[[0, 2]]) \
+        + 0.5 * (-(p * p.log()).sum(-1)).mean()
+    torch.testing.assert_close(adapt.entropy_loss(0.5)(logits, labels), expected)
+    only_unlabelled = torch.full((5,), adapt.IGNORE)
+    assert torch.isfinite(adapt.entropy_loss(1.0)(logits, only_unlabelled))
+
+
+def test_entropy_rounds_train_on_every_unlabelled_text(tmp_path, tiny_model_dir, agnews_rows):
+    config = _adapt_config(tiny_model_dir, tmp_path, agnews_rows)
+    config.adapt.method, config.adapt.rounds = "entropy", 1
+    summary = train(config, tmp_path / "run", log=lambda _: None)
+    (record,) = summary["adapt"]
+    assert record["method"] == "entropy" and record["kept"] == 60 and "target_accuracy" in record
+    assert not (tmp_path / "run" / "adapt" / "round-1" / "pseudo_labels.csv").read_text().splitlines()[1:]

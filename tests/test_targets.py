@@ -1,0 +1,89 @@
+"""LoRA target roles resolve to each architecture's own module names, exactly, and count exactly."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+import torch
+
+from loraclf import accounting, targets
+from loraclf.config import AG_NEWS_LABELS, load_config, parse_overrides
+from loraclf.errors import UserError
+from loraclf.model import wrap_with_lora
+from loraclf.config import LoraSettings
+
+from conftest import ROBERTA, needs_shared
+from families import FAMILIES, tiny_model
+
+CONFIGS = __import__("pathlib").Path(__file__).resolve().parents[1] / "configs"
+
+# Each role's module paths inside one transformer layer, written out per family.
+EXPECTED = {
+    "bert": {"attention_qkv": ["attention.self.query", "attention.self.key", "attention.self.value"],
+             "attention_output": ["attention.output.dense"], "ffn": ["intermediate.dense", "output.dense"]},
+    "distilbert": {"attention_qkv": ["attention.q_lin", "attention.k_lin", "attention.v_lin"],
+                   "attention_output": ["attention.out_lin"], "ffn": ["ffn.lin1", "ffn.lin2"]},
+    "deberta-v2": {"attention_qkv": ["attention.self.query_proj", "attention.self.key_proj",
+                                     "attention.self.value_proj"],
+                   "attention_output": ["attention.output.dense"], "ffn": ["intermediate.dense", "output.dense"]},
+    "mpnet": {"attention_qkv": ["attention.attn.q", "attention.attn.k", "attention.attn.v"],
+              "attention_output": ["attention.attn.o"], "ffn": ["intermediate.dense", "output.dense"]},
+}
+EXPECTED["roberta"] = EXPECTED["bert"]
+
+
+def _adapted(model) -> set[str]:
+    """Each LoRA-adapted module as its path inside its layer."""
+    paths = set()
+    for name, module in model.named_modules():
+        if hasattr(module, "lora_A") and isinstance(module.lora_A, torch.nn.ModuleDict):
+            paths.add(re.sub(r"^.*?layer\.\d+\.", "", name))
+    return paths
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("role", ["attention_qkv", "attention_output", "ffn", "all-linear"])
+def test_roles_adapt_exactly_their_layers_in_every_family(family, role):
+    expected = EXPECTED[family]
+    want = {p for paths in expected.values() for p in paths} if role == "all-linear" else set(expected[role])
+    model = wrap_with_lora(tiny_model(family), LoraSettings(r=2, target_modules=[role]))
+    assert _adapted(model) == want
+    layers = model.config.num_hidden_layers if family != "distilbert" else model.config.n_layers
+    adapted = sum(1 for _, m in model.named_modules() if isinstance(getattr(m, "lora_A", None), torch.nn.ModuleDict))
+    assert adapted == layers * len(want)  # every layer, and no head layer
+
+
+def test_plain_names_pass_through_and_unknown_names_list_the_linear_layers():
+    model = tiny_model("mpnet")
+    assert targets.resolve(model, ["q", "v"]) == ["q", "v"]
+    with pytest.raises(UserError, match=r"\['query'\] not found in MPNetForSequenceClassification; its linear "
+                                        r"layers are named dense, k, o, out_proj, q, v; roles: attention_qkv"):
+        targets.resolve(model, ["query"])
+
+
+def test_roles_and_names_mix():
+    model = tiny_model("roberta")
+    resolved = targets.resolve(model, ["attention_qkv", "intermediate.dense"])
+    assert resolved == ["query", "key", "value", "intermediate.dense"]
+
+
+@needs_shared
+def test_study_recipe_on_roles_counts_as_with_names_on_roberta_base():
+    by_name = load_config(CONFIGS / "paper.yaml", parse_overrides(["--model.name_or_path", str(ROBERTA)]))
+    by_role = load_config(CONFIGS / "paper.yaml", parse_overrides(
+        ["--model.name_or_path", str(ROBERTA), "--lora.target_modules", "attention_qkv"]))
+    a, b = accounting.estimate(by_name, AG_NEWS_LABELS), accounting.estimate(by_role, AG_NEWS_LABELS)
+    assert a == b and a.trainable == 980_740 and b.targets == ["key", "query", "value"]
+
+
+def test_study_recipe_counts_980740_on_mpnet_base_shape(tmp_path):
+    from transformers import MPNetConfig
+
+    # all-mpnet-base-v2's architecture (weights are not needed to count).
+    MPNetConfig(vocab_size=30527, hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                intermediate_size=3072, max_position_embeddings=514).save_pretrained(tmp_path)
+    config = load_config(CONFIGS / "paper.yaml", parse_overrides(
+        ["--model.name_or_path", str(tmp_path), "--lora.target_modules", "attention_qkv"]))
+    b = accounting.estimate(config, AG_NEWS_LABELS)
+    assert (b.trainable, b.lora, b.head, b.targets) == (980_740, 387_072, 593_668, ["k", "q", "v"])
