@@ -54,3 +54,18 @@ def test_pooling_is_applied_once_and_cls_changes_nothing():
         apply_pooling(model, "mean")
         torch.testing.assert_close(model(input_ids=ids, attention_mask=mask).logits, once)
     assert not torch.allclose(once, before)
+
+
+@pytest.mark.parametrize("head", ["default", "linear", "lowrank"])
+def test_mean_pooled_models_count_exactly_as_planned(tiny_model_dir, head):
+    from loraclf import accounting
+    from loraclf.config import AG_NEWS_LABELS, Config
+    from loraclf.model import build_model
+
+    config = Config()
+    config.model.name_or_path, config.model.init = str(tiny_model_dir), "random"
+    config.model.pooling, config.model.head, config.model.head_rank = "mean", head, 4
+    built = accounting.count(build_model(config.model, config.lora, AG_NEWS_LABELS), config.budget.max_trainable)
+    assert built == accounting.estimate(config, AG_NEWS_LABELS)
+    config.model.pooling = "cls"
+    assert built == accounting.estimate(config, AG_NEWS_LABELS)

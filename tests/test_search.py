@@ -150,3 +150,17 @@ def test_pruned_trials_close_their_trackers_and_the_next_trial_logs(tmp_path, re
         board = EventAccumulator(str(folder / "tensorboard"))
         board.Reload()
         assert "eval/val_accuracy" in board.Tags()["scalars"]
+
+
+def test_poolings_are_searched_when_listed_and_the_recipe_point_keeps_its_own(recipe):
+    from loraclf.search import _structure, recipe_params, sample
+
+    config = load_config(recipe)
+    fixed = {"method": "lora", "r": 2, "alpha_ratio": 1.0, "target_modules": "attention_qkv", "layers": "all",
+             "head": "default", "lr": 1e-3, "dropout": 0.0, "warmup_ratio": 0.0, "epochs": 1, "batch_size": 8}
+    assert "pooling" not in sample(optuna.trial.FixedTrial(fixed), config.search)  # not listed: not sampled
+    config.search.poolings = ["cls", "mean"]
+    params = sample(optuna.trial.FixedTrial(fixed | {"pooling": "mean"}), config.search)
+    assert params["pooling"] == "mean" and _structure(config, params, 2).model.pooling == "mean"
+    config.train.epochs, config.train.batch_size, config.lora.r, config.lora.alpha = 1, 8, 2, 2
+    assert recipe_params(config, 2)["pooling"] == "cls"

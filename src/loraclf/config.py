@@ -339,6 +339,8 @@ class SearchConfig:
     layers: list[str] = field(default_factory=lambda: ["all", "top_half"])
     # Heads to try (model.head): default, linear, lowrank.
     heads: list[str] = field(default_factory=lambda: ["default", "linear"])
+    # Poolings to try (model.pooling: cls, mean); empty keeps the config's.
+    poolings: list[str] = field(default_factory=list)
     # lora, dora (LoRA with DoRA's magnitudes), adalora, vera, ia3.
     methods: list[str] = field(default_factory=lambda: ["lora", "dora"])
     # Warm-up share range.
@@ -371,6 +373,8 @@ class SearchConfig:
             _choice("search.layers", value, ("all", "top_half"))
         for value in self.heads:
             _choice("search.heads", value, ("default", "linear", "lowrank"))
+        for value in self.poolings:
+            _choice("search.poolings", value, ("cls", "mean"))
         for value in self.methods:
             _choice("search.methods", value, ("lora", "dora", "adalora", "vera", "ia3"))
         _choice("search.pruner", self.pruner, ("median", "hyperband", "none"))

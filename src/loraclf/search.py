@@ -50,6 +50,7 @@ def _structure(config: Config, params: dict[str, Any], layer_count: int | None) 
     top_half = params["layers"] == "top_half" and layer_count and method != "ia3"
     trial.lora.layers = list(range(layer_count // 2, layer_count)) if top_half else None
     trial.model.head = params["head"]
+    trial.model.pooling = params.get("pooling", trial.model.pooling)
     for key in ("lr", "warmup_ratio", "epochs", "batch_size"):
         if key in params:
             setattr(trial.train, key, params[key])
@@ -91,6 +92,8 @@ def sample(trial, space) -> dict[str, Any]:
     params["target_modules"] = trial.suggest_categorical("target_modules", space.target_modules)
     params["layers"] = trial.suggest_categorical("layers", space.layers)
     params["head"] = trial.suggest_categorical("head", space.heads)
+    if space.poolings:
+        params["pooling"] = trial.suggest_categorical("pooling", space.poolings)
     params["lr"] = trial.suggest_float("lr", *space.lr, log=True)
     if params["method"] != "ia3":
         params["dropout"] = trial.suggest_float("dropout", *space.dropout)
@@ -229,8 +232,11 @@ def recipe_params(config: Config, layer_count: int | None) -> dict[str, Any] | N
               "batch_size": tc.batch_size}
     if method != "ia3":
         params |= {"r": lora.r, "alpha_ratio": lora.alpha / lora.r, "dropout": lora.dropout}
+    if space.poolings:
+        params["pooling"] = config.model.pooling
     choices = {"method": space.methods, "target_modules": space.target_modules, "layers": space.layers,
-               "head": space.heads, "batch_size": space.batch_size, "r": space.r, "alpha_ratio": space.alpha_ratio}
+               "head": space.heads, "batch_size": space.batch_size, "r": space.r, "alpha_ratio": space.alpha_ratio,
+               "pooling": space.poolings}
     ranges = {"lr": space.lr, "warmup_ratio": space.warmup_ratio, "epochs": space.epochs, "dropout": space.dropout}
     inside = all(params[k] in v for k, v in choices.items() if k in params) and \
         all(v[0] <= params[k] <= v[1] for k, v in ranges.items() if k in params)
