@@ -24,6 +24,7 @@ import csv
 import dataclasses
 import json
 import math
+import time
 from pathlib import Path
 from typing import Any
 
@@ -166,8 +167,10 @@ def run_round(s, target: Target, probs: np.ndarray, index: int) -> tuple[dict[st
     items = Encoded(s.train_set.input_ids + [target.encoded.input_ids[i] for i in kept],
                     np.concatenate([s.train_set.labels, extra_labels]))
     s.model.train()
+    started = time.perf_counter()
     record["train_loss"], record["step"] = train_round(s, items, cfg.lr or tc.lr, cfg.epochs,
                                                        tc.seed + 1000 * (index + 1), loss_fn)
+    record["train_seconds"] = round(time.perf_counter() - started, 2)
     return record, rows
 
 
@@ -204,15 +207,20 @@ def train_round(s, items: Encoded, lr: float, epochs: int, seed: int, loss_fn=No
     r = dataclasses.replace(s, config=config, train_set=items, optimizer=optimizer, scheduler=scheduler,
                             total_steps=total, steps_per_epoch=len(per_epoch[0]))
     progress = Progress(total, 0, tc.progress and s.procs.main, s.log)
-    losses = torch.zeros((), device=s.device)
-    step = 0
+    losses, window = torch.zeros((), device=s.device), torch.zeros((), device=s.device)
+    step, seen, started = 0, 0, time.perf_counter()
     try:
         for batches in per_epoch:
             for indices in batches.batches:
                 step += 1
                 loss, _ = train_step(r, batches, indices, step, loss_fn)
-                losses += loss
+                losses, window, seen = losses + loss, window + loss, seen + len(indices)
                 progress.advance()
+                if step % tc.log_every == 0:
+                    elapsed = time.perf_counter() - started
+                    progress.record({"step": step, "loss": window.item() / tc.log_every, "elapsed_s": elapsed,
+                                     "samples_per_s": seen / elapsed})
+                    window.zero_()
     finally:
         progress.close()
     return float(s.procs.reduce(losses)) / max(1, step) / s.procs.world, step
