@@ -43,7 +43,7 @@ def test_select_is_seeded():
 def test_threshold_schedule_runs_linearly_from_first_to_last_round():
     cfg = AdaptConfig(method="self_training", rounds=3, threshold=0.95, final_threshold=0.75)
     assert [round(adapt.threshold_for(cfg, i), 6) for i in range(3)] == [0.95, 0.85, 0.75]
-    assert adapt.threshold_for(AdaptConfig(rounds=3, threshold=0.9), 2) == 0.9
+    assert adapt.threshold_for(AdaptConfig(rounds=3, threshold=0.9, final_threshold=None), 2) == 0.9
 
 
 def _adapt_config(tiny_model_dir, tmp_path, agnews_rows):
@@ -51,7 +51,7 @@ def _adapt_config(tiny_model_dir, tmp_path, agnews_rows):
     config = tiny_config(tiny_model_dir, write_csv(tmp_path / "train.csv", texts[:80], labels[:80]), epochs=1)
     config.data.unlabelled_file = str(write_csv(tmp_path / "target.csv", texts[200:260], labels[200:260]))
     config.adapt.method, config.adapt.rounds, config.adapt.threshold = "self_training", 2, 0.0
-    config.adapt.class_ratio = 0
+    config.adapt.class_ratio, config.adapt.final_threshold, config.adapt.epochs = 0, None, 1
     return config
 
 

@@ -395,16 +395,16 @@ class AdaptConfig:
     # loss is the entropy of its prediction (entropy minimisation), round after round.
     method: str = "none"
     # Rounds of predict -> select -> train; each continues from the previous round's weights.
-    rounds: int = 3
+    rounds: int = 2
     # A pseudo-label is kept when its probability is at least this (first round) ...
-    threshold: float = 0.95
+    threshold: float = 0.9
     # ... falling linearly to this in the last round (null = the same threshold every round).
-    final_threshold: float | None = None
+    final_threshold: float | None = 0.8
     # Per-class cap: no class keeps more than this multiple of the smallest class's kept
     # count, so one class cannot flood the rest (1 = balanced; 0 = no cap).
     class_ratio: float = 1.0
     # Passes over labelled + pseudo-labelled items in each round.
-    epochs: int = 1
+    epochs: int = 2
     # Peak learning rate of each round (cosine, fresh AdamW); null = train.lr.
     lr: float | None = None
     # entropy: weight of the unlabelled texts' mean entropy beside the labelled cross-entropy.
