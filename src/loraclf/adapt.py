@@ -88,7 +88,7 @@ def load_target(s) -> Target:
 
 
 def adapt(s, state, best_state: dict[str, torch.Tensor], trackers) -> dict[str, torch.Tensor]:
-    """Self-training rounds from the best labelled model; returns the trainable tensors of the last round.
+    """Adaptation rounds from the best labelled model; returns the trainable tensors of the last round.
 
     `s` and `state` are the labelled training's Setup and TrainState (training.py); the
     state's best record becomes the last round's validation.
