@@ -33,7 +33,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import get_scheduler
 
-from loraclf import run
+from loraclf import checkpoint, run
 from loraclf.config import AdaptConfig
 from loraclf.data import Encoded, encode, encode_labels, read_file
 from loraclf.predict import softmax
@@ -93,26 +93,23 @@ def adapt(s, state, best_state: dict[str, torch.Tensor], trackers) -> dict[str, 
     `s` and `state` are the labelled training's Setup and TrainState (training.py); the
     state's best record becomes the last round's validation.
     """
-    from loraclf.training import predict_shared, validate
+    from loraclf.training import validate
 
     cfg = s.config.adapt
     target = load_target(s)
     s.log(f"adapt: {cfg.rounds} {cfg.method} rounds on {len(target.encoded):,} unlabelled texts from {target.source}")
-    _load_tensors(s.model, best_state)
+    checkpoint.load_trainable(s.model, best_state)
     root = s.out / FOLDER
     if s.procs.main:
         run.create(root)
     for index in range(cfg.rounds):
         folder = root / f"round-{index + 1}"
         if (folder / ROUND_FILE).is_file():  # done before an interruption: take its weights and go on
-            _load_tensors(s.model, load_file(str(folder / STATE_FILE), device=str(s.device)))
+            checkpoint.load_trainable(s.model, load_file(str(folder / STATE_FILE), device=str(s.device)))
             record = json.loads((folder / ROUND_FILE).read_text(encoding="utf-8"))
             s.log(f"adapt round {index + 1}: loaded from {folder}")
         else:
-            s.model.eval()
-            logits = predict_shared(s.model, target.encoded, s.config.train.eval_batch_size, s.pad_id, s.device,
-                                    s.dtype, s.procs)
-            record, rows = run_round(s, target, softmax(logits), index)
+            record, rows = run_round(s, target, softmax(_predict(s, target)), index)
             val = validate(s.model, s.val_set, s.splits.val.labels, s.splits.label_names,
                            s.config.train.eval_batch_size, s.pad_id, s.device, s.dtype, s.procs)
             record |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"]}
@@ -127,17 +124,22 @@ def adapt(s, state, best_state: dict[str, torch.Tensor], trackers) -> dict[str, 
                              "val_macro_f1": record["val_macro_f1"]}
     state.best_value = state.best_record[f"val_{s.config.train.metric_for_best}"]
     if target.labels is not None:
-        s.model.eval()
-        logits = predict_shared(s.model, target.encoded, s.config.train.eval_batch_size, s.pad_id, s.device,
-                                s.dtype, s.procs)
         s.log(f"adapt: after {cfg.rounds} rounds, accuracy on the unlabelled file's own labels "
-              f"{float((logits.argmax(axis=1) == target.labels).mean()):.4f}")
-    from loraclf.checkpoint import trainable_state
+              f"{float((_predict(s, target).argmax(axis=1) == target.labels).mean()):.4f}")
     from loraclf.training import save_best
 
     if s.procs.main:
         run.replace_folder(s.out / run.ADAPTER, lambda folder: save_best(s, folder, state.best_record))
-    return trainable_state(s.model)
+    return checkpoint.trainable_state(s.model)
+
+
+def _predict(s, target: Target) -> np.ndarray:
+    """The current model's logits on every unlabelled text (each process predicts its share)."""
+    from loraclf.training import predict_shared
+
+    s.model.eval()
+    return predict_shared(s.model, target.encoded, s.config.train.eval_batch_size, s.pad_id, s.device, s.dtype,
+                          s.procs)
 
 
 def run_round(s, target: Target, probs: np.ndarray, index: int) -> tuple[dict[str, Any], list[tuple]]:
@@ -226,21 +228,13 @@ def train_round(s, items: Encoded, lr: float, epochs: int, seed: int, loss_fn=No
     return float(s.procs.reduce(losses)) / max(1, step) / s.procs.world, step
 
 
-def _load_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
-    with torch.no_grad():
-        for name, param in model.named_parameters():
-            if name in tensors:
-                param.copy_(tensors[name])
-
-
 def _write_round(folder: Path, model: torch.nn.Module, record: dict[str, Any], rows: list[tuple]) -> None:
     with (folder / PSEUDO_FILE).open("w", encoding="utf-8", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["row", "label", "probability"])
         writer.writerows((i, label, f"{p:.6f}") for i, label, p in rows)
-    from loraclf.checkpoint import trainable_state
-
-    save_file({k: v.cpu().contiguous() for k, v in trainable_state(model).items()}, str(folder / STATE_FILE))
+    tensors = checkpoint.trainable_state(model)
+    save_file({k: v.cpu().contiguous() for k, v in tensors.items()}, str(folder / STATE_FILE))
     run.write_json(folder / ROUND_FILE, record)
 
 

@@ -51,6 +51,14 @@ def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {name: p.detach().clone() for name, p in model.named_parameters() if p.requires_grad}
 
 
+def load_trainable(model: torch.nn.Module, tensors: dict[str, torch.Tensor]) -> None:
+    """Copy `tensors` (as `trainable_state` returns them) into the model's parameters of the same names."""
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if name in tensors:
+                param.copy_(tensors[name])
+
+
 def rng_tensors() -> dict[str, torch.Tensor]:
     """This process's torch generator states (CPU, and each CUDA device)."""
     tensors = {"torch_cpu": torch.get_rng_state()}

@@ -107,8 +107,7 @@ def candidates(config: Config, label_names: list[str], max_trainable: int) -> li
             resolved = targets.resolve(model, list(roles))
         except UserError:
             continue  # this architecture has no such layers
-        matched = {key: shape for key, shape in linear.items() if any(key[1] == t or key[1].endswith(f".{t}")
-                                                                     for t in resolved)}
+        matched = {key: shape for key, shape in linear.items() if any(targets.matches(key[1], t) for t in resolved)}
         for layer_range in layer_ranges:
             chosen = [(name, shape) for (index, name), shape in matched.items()
                       if layer_range is None or index in layer_range]

@@ -43,7 +43,7 @@ def role_of(name: str) -> str | None:
     return "attention_output" if path.split(".")[0] in ("attention", "attn", "self_attn") else "ffn"
 
 
-def _matches(name: str, target: str) -> bool:
+def matches(name: str, target: str) -> bool:
     # PEFT's rule for a list of targets: the whole name, or its end after a dot.
     return name == target or name.endswith(f".{target}")
 
@@ -52,7 +52,7 @@ def _shortest_suffix(name: str, others: list[str]) -> str:
     parts = name.split(".")
     for start in range(len(parts) - 1, -1, -1):
         suffix = ".".join(parts[start:])
-        if not any(_matches(other, suffix) for other in others):
+        if not any(matches(other, suffix) for other in others):
             return suffix
     return name
 
@@ -68,7 +68,7 @@ def resolve(model: torch.nn.Module, targets: list[str]) -> list[str]:
     plain = [t for t in targets if t not in ROLES]
     names = [name for name, _ in model.named_modules()]
     linear = linear_names(model)
-    missing = [t for t in plain if not any(_matches(n, t) for n in names)]
+    missing = [t for t in plain if not any(matches(n, t) for n in names)]
     missing += [r for r in ROLES[:3] if r in targets and not any(role_of(n) == r for n in linear)]
     if missing:
         short = sorted({n.rsplit(".", 1)[-1] for n in linear})
@@ -77,7 +77,7 @@ def resolve(model: torch.nn.Module, targets: list[str]) -> list[str]:
     if not roles:
         return list(targets)
     wanted = {n for n in linear if role_of(n) in roles}
-    wanted |= {n for n in names if any(_matches(n, t) for t in plain)}
+    wanted |= {n for n in names if any(matches(n, t) for t in plain)}
     resolved: list[str] = []
     for name in sorted(wanted, key=names.index):
         # A name selects modules of one role only (IA3 scales a feed-forward input by its name, "intermediate").
@@ -86,9 +86,3 @@ def resolve(model: torch.nn.Module, targets: list[str]) -> list[str]:
         if suffix not in resolved:
             resolved.append(suffix)
     return resolved
-
-
-def describe(resolved: list[str], model: torch.nn.Module) -> str:
-    """`query, key, value (36 modules)`: the resolved names and how many modules they select."""
-    selected = sum(1 for name, _ in model.named_modules() if any(_matches(name, t) for t in resolved))
-    return f"{', '.join(resolved)} ({selected} modules)"

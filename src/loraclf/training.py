@@ -528,10 +528,7 @@ def finish(s: Setup, state: TrainState, best_state: dict[str, torch.Tensor], sta
 
 def test(s: Setup, best_state: dict[str, torch.Tensor]) -> dict[str, Any]:
     """The best model (not the last) on the test split; writes test_metrics.json and its confusion matrix."""
-    with torch.no_grad():
-        for name, param in s.model.named_parameters():
-            if name in best_state:
-                param.copy_(best_state[name])
+    checkpoint.load_trainable(s.model, best_state)
     test_set = encode(s.tokenizer, s.splits.test.texts, None, s.config.data.max_length)
     label_names = s.splits.label_names
     started = time.perf_counter()
