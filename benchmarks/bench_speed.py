@@ -1,14 +1,18 @@
 """Training and inference speed: the study's pipeline against loraclf, side by side, in one run.
 
     python benchmarks/bench_speed.py                       # roberta-base (random weights) and MiniLM
-    python benchmarks/bench_speed.py --models minilm --steps 10 --predict 1000
+    python benchmarks/bench_speed.py --models roberta-base --arms loraclf --process-texts 0 --train.chunk_cost 64
 
 The study's pipeline is the Hugging Face Trainer with `DataCollatorWithPadding`
 (per-batch padding, input order shuffled, no length grouping), fp32 on CPU
 (fp16 on CUDA), batch 64, and the unmerged PEFT model at prediction time.
-loraclf's path is `loraclf.training.train` with the paper recipe and its
-defaults (length-grouped batches, bf16 autocast where the hardware has it,
-SDPA) and `loraclf.Classifier` (merged adapter, length-sorted inference).
+loraclf's arms run `loraclf.training.train` with `configs/paper.yaml` as
+shipped (only the model, the data and the step count replaced; any further
+arguments are config overrides for them): `loraclf` as it is, and
+`loraclf-grouped` with length-grouped batches. Prediction runs through
+`loraclf.Classifier` (merged adapter, length-sorted inference) in process, and
+`loraclf predict` as a whole process over 7,600 texts (the official test's
+size), start-up and model load included.
 
 Each arm runs in its own process, so peak memory is its own. Throughput is
 measured from the end of the first step to the end of the last (the first
@@ -149,8 +153,11 @@ def arm_study(model_name: str, steps: int, predict_n: int, device: str) -> dict:
     }
 
 
-def arm_loraclf(model_name: str, steps: int, predict_n: int, device: str) -> dict:
-    """loraclf's own path: train() with the paper recipe and defaults, then the merged model for inference."""
+def arm_loraclf(model_name: str, steps: int, predict_n: int, device: str, overrides: list[str],
+                process_n: int) -> dict:
+    """loraclf's own path: train() with configs/paper.yaml as shipped (model, data and step count aside, plus
+    `overrides`), the merged model in process, then (`process_n` > 0) `loraclf predict` as a whole process over
+    `process_n` texts, start-up and model load included."""
     import torch
 
     from loraclf import run
@@ -163,8 +170,8 @@ def arm_loraclf(model_name: str, steps: int, predict_n: int, device: str) -> dic
         config = load_config(ROOT / "configs" / "paper.yaml", parse_overrides([
             "--model.name_or_path", spec["path"], "--model.init", spec["init"],
             "--data.dataset", "null", "--data.train_file", str(DATA), "--data.val_fraction", "0.02",
-            "--train.group_by_length", "true", "--train.max_steps", str(steps), "--train.epochs", "1",
-            "--train.progress", "false", "--train.log_every", "1", "--train.device", device,
+            "--train.max_steps", str(steps), "--train.epochs", "1",
+            "--train.progress", "false", "--train.log_every", "1", "--train.device", device, *overrides,
         ]))
         summary = train(config, Path(tmp) / "run", log=lambda _: None)
         events = [json.loads(x) for x in (Path(tmp) / "run" / run.METRICS_LOG).read_text().splitlines()]
@@ -180,20 +187,42 @@ def arm_loraclf(model_name: str, steps: int, predict_n: int, device: str) -> dic
             torch.cuda.synchronize()
         predict_seconds = time.perf_counter() - start
         n_nonembed = non_embedding_parameters(trained.model)
+        process_seconds = predict_process(Path(tmp), process_n) if process_n else None
     return {
         "samples_per_s": (last["seen"] - first["seen"]) / seconds,
         "tokens_per_s": (last["tokens"] - first["tokens"]) / seconds,
         "predict_texts_per_s": predict_n / predict_seconds,
+        "process_texts_per_s": process_n / process_seconds if process_n else None,
         "n_nonembed": n_nonembed,
         "peak_memory_mb": peak_memory_mb(device),
         "precision": summary["precision"],
     }
 
 
-def run_arm(arm: str, model: str, steps: int, predict_n: int, device: str) -> dict:
+def predict_process(tmp: Path, count: int) -> float:
+    """Seconds `loraclf predict` takes as a whole process over `count` texts (the data's, repeated as needed)."""
+    texts, _ = texts_and_labels()
+    source = tmp / "texts.csv"
+    with source.open("w", encoding="utf-8", newline="") as handle:
+        csv.writer(handle).writerows([["text"], *([texts[i % len(texts)]] for i in range(count))])
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "loraclf.cli", "predict", str(tmp / "run"), "--input", str(source),
+                    "--output", str(tmp / "predictions.csv")], check=True)
+    return time.perf_counter() - start
+
+
+# loraclf's arms: paper.yaml overrides, and whether to time `loraclf predict` as a process (the same in both).
+LORACLF_ARMS = {
+    "loraclf": ([], True),
+    "loraclf-grouped": (["--train.group_by_length", "true"], False),
+}
+
+
+def run_arm(arm: str, model: str, args: argparse.Namespace, extra: list[str]) -> dict:
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        cmd = [sys.executable, __file__, "--arm", arm, "--models", model, "--steps", str(steps),
-               "--predict", str(predict_n), "--device", device, "--result", out.name]
+        cmd = [sys.executable, __file__, "--arm", arm, "--models", model, "--steps", str(args.steps),
+               "--predict", str(args.predict), "--process-texts", str(args.process_texts), "--device", args.device,
+               "--result", out.name, *extra]
         subprocess.run(cmd, check=True, env=os.environ | {"TOKENIZERS_PARALLELISM": "false"})
         return json.loads(Path(out.name).read_text())
 
@@ -201,12 +230,16 @@ def run_arm(arm: str, model: str, steps: int, predict_n: int, device: str) -> di
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="roberta-base,minilm")
-    parser.add_argument("--steps", type=int, default=6, help="training steps of batch 64 per arm")
-    parser.add_argument("--predict", type=int, default=512, help="texts to predict per arm")
+    parser.add_argument("--arms", default="study," + ",".join(LORACLF_ARMS),
+                        help="comma-separated, from: study, " + ", ".join(LORACLF_ARMS))
+    parser.add_argument("--steps", type=int, default=8, help="training steps of batch 64 per arm")
+    parser.add_argument("--predict", type=int, default=512, help="texts to predict in process per arm")
+    parser.add_argument("--process-texts", type=int, default=7600,
+                        help="texts for `loraclf predict` as a whole process (the official test's 7,600; 0: skip)")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
-    parser.add_argument("--arm", choices=["study", "loraclf"], help=argparse.SUPPRESS)
+    parser.add_argument("--arm", choices=["study", *LORACLF_ARMS], help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    args, extra = parser.parse_known_args()  # the rest: config overrides for the loraclf arms
     if not DATA.is_file():
         sys.exit(f"needs {DATA} (../shared beside the checkout)")
 
@@ -218,31 +251,54 @@ def main() -> None:
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
     if args.arm:
-        fn = arm_study if args.arm == "study" else arm_loraclf
-        Path(args.result).write_text(json.dumps(fn(args.models, args.steps, args.predict, args.device)))
+        if args.arm == "study":
+            result = arm_study(args.models, args.steps, args.predict, args.device)
+        else:
+            overrides, process = LORACLF_ARMS[args.arm]
+            result = arm_loraclf(args.models, args.steps, args.predict, args.device, overrides + extra,
+                                 args.process_texts if process else 0)
+        Path(args.result).write_text(json.dumps(result))
         return
+    report(args, extra)
+
+
+def report(args: argparse.Namespace, extra: list[str]) -> None:
+    import platform
 
     import torch
 
+    from loraclf.runtime import cpu_has_bf16
+
     peaks = {name: matmul_peak(name, args.device) for name in ("float32", "bfloat16")}
-    print(f"device {args.device}, {torch.get_num_threads()} threads, torch {torch.__version__}; matmul peak: "
+    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu_name() or platform.processor()}, " \
+        f"{torch.get_num_threads()} threads, native bf16: {cpu_has_bf16()}, AMX: {'amx_bf16' in cpu_flags()}"
+    print(f"device {args.device} ({where}), torch {torch.__version__}; matmul peak: "
           f"fp32 {peaks['float32'] / 1e12:.2f} TFLOP/s, bf16 {peaks['bfloat16'] / 1e12:.2f} TFLOP/s")
-    print(f"{args.steps} training steps of batch {BATCH} per arm (the first step not timed); "
-          f"{args.predict} texts predicted; data {DATA.name} ({DATA.parent.name})\n")
+    print(f"{args.steps} training steps of batch {BATCH} per arm (the first step not timed); {args.predict} texts "
+          f"predicted; data {DATA.name} ({DATA.parent.name}); loraclf overrides: {' '.join(extra) or 'none'}\n")
     header = ("model", "pipeline", "precision", "train samples/s", "real tokens/s", "useful TFLOP/s",
-              "% bf16 peak", "% fp32 peak", "predict texts/s", "peak memory MB")
+              "% bf16 peak", "% fp32 peak", "predict texts/s", "predict process texts/s", "peak memory MB")
     rows, ratios = [], []
+    arms = args.arms.split(",")
     for model in args.models.split(","):
-        results = {arm: run_arm(arm, model, args.steps, args.predict, args.device) for arm in ("study", "loraclf")}
+        results = {arm: run_arm(arm, model, args, extra) for arm in arms}
         for arm, r in results.items():
             flops = 4 * r["n_nonembed"] * r["tokens_per_s"]
             rows.append((model, arm, r["precision"], f"{r['samples_per_s']:.1f}", f"{r['tokens_per_s']:.0f}",
                          f"{flops / 1e12:.3f}", f"{100 * flops / peaks['bfloat16']:.1f}",
                          f"{100 * flops / peaks['float32']:.1f}", f"{r['predict_texts_per_s']:.1f}",
+                         f"{r['process_texts_per_s']:.1f}" if r.get("process_texts_per_s") else "",
                          f"{r['peak_memory_mb']:.0f}"))
-        s, f = results["study"], results["loraclf"]
-        ratios.append(f"{model}: loraclf / study = training {f['samples_per_s'] / s['samples_per_s']:.2f}x "
-                      f"samples/s, inference {f['predict_texts_per_s'] / s['predict_texts_per_s']:.2f}x texts/s")
+        if "study" in results:
+            s = results["study"]
+            for arm in (a for a in arms if a != "study"):
+                f = results[arm]
+                line = (f"{model}: {arm} / study = training {f['samples_per_s'] / s['samples_per_s']:.2f}x "
+                        f"samples/s; inference {f['predict_texts_per_s'] / s['predict_texts_per_s']:.2f}x in process")
+                if f.get("process_texts_per_s"):
+                    line += (f", {f['process_texts_per_s'] / s['predict_texts_per_s']:.2f}x as a whole "
+                             f"`loraclf predict` process over {args.process_texts} texts")
+                ratios.append(line)
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:
@@ -250,6 +306,22 @@ def main() -> None:
     print()
     for line in ratios:
         print(line)
+
+
+def cpu_flags() -> set[str]:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return set()
+    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
+
+
+def cpu_name() -> str | None:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
 
 
 def _cuda() -> bool:

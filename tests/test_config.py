@@ -48,6 +48,7 @@ def test_overrides_are_typed():
     (["--train.lr", "fast"], "train.lr .*expected a number"),
     (["--train.progress", "maybe"], "expected true or false"),
     (["--train.scheduler", "cosin"], "train.scheduler: expected one of"),
+    (["--train.chunk_cost", "-5"], "train.chunk_cost: must be 0 or positive, got -5"),
     (["--data.length_filter", "[99, 1]"], "length_filter"),
     (["--data.val_fraction", "1.5"], "val_fraction"),
     (["--model.init", "zeros"], "model.init"),

@@ -213,6 +213,30 @@ def test_length_grouped_batches_cover_everything_once_and_pad_less():
     assert padded(batches) < 0.7 * padded(random_batches)
 
 
+@pytest.mark.parametrize("cost", [0, 7, 40, 10_000])
+def test_length_chunks_are_the_cheapest_split_of_the_sorted_batch(cost):
+    """Against brute force: every way of cutting the length-sorted batch into contiguous chunks."""
+    import itertools
+
+    from loraclf.data import length_chunks
+
+    rng = np.random.default_rng(cost)
+    for _ in range(20):
+        lengths = rng.integers(1, 60, size=int(rng.integers(1, 9))).tolist()
+        chunks = length_chunks(lengths, cost)
+        assert sorted(i for chunk in chunks for i in chunk) == list(range(len(lengths)))
+
+        def price(groups):
+            return sum(len(g) * max(g) + cost for g in groups)
+
+        ordered = sorted(lengths)
+        cheapest = min(price([ordered[a:b] for a, b in zip((0, *cuts), (*cuts, len(ordered)))])
+                       for k in range(len(ordered)) for cuts in itertools.combinations(range(1, len(ordered)), k))
+        assert price([[lengths[i] for i in chunk] for chunk in chunks]) == cheapest
+    assert len(length_chunks([5, 90, 6, 88], 10_000)) == 1
+    assert sorted(map(sorted, length_chunks([5, 90, 6, 88], 0))) == [[0], [1], [2], [3]]
+
+
 @needs_shared
 def test_load_splits_tokenizes_train_and_validation_once(tokenizer, tmp_path, agnews_rows):
     texts, labels = agnews_rows

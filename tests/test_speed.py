@@ -155,3 +155,33 @@ def test_padding_is_masked_as_loraclf_builds_the_model(tiny_model_dir, training)
         together = model(input_ids=ids, attention_mask=mask).logits[1]
         alone = model(input_ids=ids[1:, :7], attention_mask=mask[1:, :7]).logits[0]
     assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_frozen_linears_in_bf16_give_what_autocast_gives_fp32_weights(tiny_model_dir):
+    """Only the frozen linear layers change dtype, and under autocast the logits and LoRA gradients are the same."""
+    import copy
+
+    from loraclf.config import LoraSettings, ModelConfig
+    from loraclf.model import build_base, wrap_with_lora
+
+    torch.manual_seed(9)
+    base = build_base(ModelConfig(name_or_path=str(tiny_model_dir), init="random", dropout=0.0), ["a", "b"])
+    fp32 = wrap_with_lora(base, LoraSettings(r=4, alpha=8, dropout=0.0), 10)
+    for name, param in fp32.named_parameters():
+        if "lora_B" in name:
+            torch.nn.init.normal_(param)  # B starts at zero: give the LoRA path something to carry
+    bf16 = copy.deepcopy(fp32)
+    assert speed.frozen_linears_to(bf16, torch.bfloat16) == 2 * 6 + 2  # 6 per layer, and the frozen original of the head (dense, out_proj)
+    for name, param in bf16.named_parameters():
+        assert param.dtype == (torch.float32 if param.requires_grad or "LayerNorm" in name or "embeddings" in name
+                               else torch.bfloat16), name
+    ids = torch.randint(3, 1000, (3, 10))
+    grads = []
+    for model in (fp32, bf16):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(input_ids=ids).logits
+        logits.float().sum().backward()
+        grads.append({n: p.grad for n, p in model.named_parameters() if p.requires_grad})
+        grads[-1]["logits"] = logits
+    for name, grad in grads[0].items():
+        assert torch.equal(grad, grads[1][name]), name

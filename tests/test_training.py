@@ -196,3 +196,22 @@ def test_gradient_checkpointing_recomputes_the_same_steps(tmp_path, tiny_model_d
                                  if '"train"' in line]
     assert len(losses[True]) > 3 and calls  # the layers did run through activation checkpointing
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+
+
+def test_length_chunks_give_the_whole_batch_loss(tmp_path, tiny_model_dir, small_csv, monkeypatch):
+    """Chunked batches (cost 1: nearly every length its own chunk) train as the whole padded batches do."""
+    from loraclf import training
+
+    sizes = []
+    split = training.length_chunks
+    monkeypatch.setattr(training, "length_chunks", lambda *a: sizes.append(len(split(*a))) or split(*a))
+    losses = {}
+    for chunked in (False, True):
+        config = tiny_config(tiny_model_dir, small_csv, epochs=1, precision="fp32", log_every=1,
+                             length_chunks=chunked, chunk_cost=1, group_by_length=False)
+        config.model.dropout, config.lora.dropout = 0.0, 0.0
+        train(config, tmp_path / str(chunked), log=lambda _: None)
+        losses[chunked] = [json.loads(line)["loss"] for line in
+                           (tmp_path / str(chunked) / run.METRICS_LOG).read_text().splitlines() if '"train"' in line]
+    assert len(losses[True]) > 3 and min(sizes) > 1  # every batch did run in several chunks
+    assert losses[True] == pytest.approx(losses[False], rel=1e-5)

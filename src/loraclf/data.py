@@ -561,6 +561,33 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, grou
     return [batches[i] for i in rng.permutation(len(batches))]
 
 
+def length_chunks(lengths: list[int], chunk_cost: int) -> list[list[int]]:
+    """Cut one batch into chunks of similar length that together cost the fewest tokens.
+
+    Returns positions into `lengths`, grouped. A chunk pads to its own longest
+    item, and each chunk also costs `chunk_cost` tokens (a forward pass's fixed
+    overhead), so the result minimises sum(len(chunk) * longest in chunk) +
+    chunk_cost * number of chunks. Sorting by length makes the best chunks
+    contiguous runs of the sorted order, found exactly by dynamic programming
+    over the end of the last chunk.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    sorted_lengths = [lengths[i] for i in order]
+    best = [0] + [float("inf")] * len(order)  # best[e]: cost of the first e sorted items
+    start = [0] * (len(order) + 1)
+    for end in range(1, len(order) + 1):
+        width = sorted_lengths[end - 1]
+        for first in range(end):
+            cost = best[first] + (end - first) * width + chunk_cost
+            if cost < best[end]:
+                best[end], start[end] = cost, first
+    chunks, end = [], len(order)
+    while end > 0:
+        chunks.append(order[start[end] : end])
+        end = start[end]
+    return chunks[::-1]
+
+
 class Batches:
     """Batches of item indices over `data`, padded as they are drawn.
 

@@ -80,8 +80,10 @@ class Processes:
         """The model DDP-wrapped for the training forward pass (the model itself in one process)."""
         if self.world == 1:
             return model
+        # No buffer broadcast: it is a collective in every forward pass, and processes run different numbers of
+        # length chunks per step; the encoders' buffers (position ids) are constants.
         return torch.nn.parallel.DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+            model, device_ids=[device.index] if device.type == "cuda" else None, broadcast_buffers=False)
 
 
 def start(device: torch.device) -> tuple[Processes, torch.device]:

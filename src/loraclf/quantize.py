@@ -125,9 +125,11 @@ def _quant_state_bytes(param: torch.Tensor) -> int:
     return total
 
 
-def weight_bytes(model: torch.nn.Module) -> int:
-    """Bytes the model's weights take in memory: parameters, buffers and quantization scales."""
-    params = sum(p.numel() * p.element_size() + _quant_state_bytes(p) for p in model.parameters())
+def weight_bytes(model: torch.nn.Module, frozen_only: bool = False) -> int:
+    """Bytes the model's weights take in memory: parameters (`frozen_only`: those that train not), buffers and
+    quantization scales."""
+    params = sum(p.numel() * p.element_size() + _quant_state_bytes(p) for p in model.parameters()
+                 if not (frozen_only and p.requires_grad))
     return params + sum(b.numel() * b.element_size() for b in model.buffers())
 
 

@@ -1,4 +1,4 @@
-"""Faster dropout and attention for training on CPU.
+"""Faster dropout and attention for training on CPU, and a frozen base stored in the autocast dtype.
 
 On CPU, PyTorch draws one random number per element for every dropout mask
 (`bernoulli_`), and SDPA falls back from its fused kernel to an unfused math
@@ -103,6 +103,20 @@ def use_fast_dropout(model: nn.Module) -> int:
                 setattr(parent, name, FastDropout(child.p))
                 swapped += 1
     return swapped
+
+
+def frozen_linears_to(model: nn.Module, dtype: torch.dtype) -> int:
+    """Store the frozen linear layers' weights in `dtype`, the autocast dtype; return how many layers.
+
+    Autocast casts a weight anew in every forward pass unless it requires grad (only those casts are cached),
+    so a frozen fp32 base is copied to bf16 once per pass, and once per chunk of a length-chunked batch.
+    Stored in bf16 it is used as it is; the products are the same, since autocast rounds to the same dtype.
+    LoRA's matrices and the head train, and stay fp32.
+    """
+    frozen = [m for m in model.modules() if type(m) is nn.Linear and not any(p.requires_grad for p in m.parameters())]
+    for module in frozen:
+        module.to(dtype)
+    return len(frozen)
 
 
 def attention(module: nn.Module, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,

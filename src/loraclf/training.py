@@ -23,7 +23,7 @@ from transformers import get_scheduler
 
 from loraclf import accounting, card, checkpoint, distributed, quantize, report, run, runtime, speed, tracking
 from loraclf.config import Config, save_config
-from loraclf.data import Batches, Encoded, Splits, encode, load_splits, loader
+from loraclf.data import Batches, Encoded, Splits, encode, length_chunks, load_splits, loader
 from loraclf.distributed import Processes
 from loraclf.errors import UserError
 from loraclf.evaluate import confident_mistakes, metrics, plot_confusion
@@ -260,7 +260,6 @@ def _build_model(config: Config, out: Path, label_names: list[str], total_steps:
                           quantization=quant, device=device, autocast=dtype)
     if quant.bits:
         base = quantize.prepare(base)
-    base_bytes = quantize.weight_bytes(base)
     if config.train.gradient_checkpointing:
         base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
     model = wrap_with_lora(base, config.lora, total_steps)
@@ -268,6 +267,9 @@ def _build_model(config: Config, out: Path, label_names: list[str], total_steps:
         model = model.to(device)
     if config.train.fast_dropout and device.type == "cpu":
         speed.use_fast_dropout(model)
+    if dtype is not None and not quant.bits:
+        speed.frozen_linears_to(model, dtype)
+    base_bytes = quantize.weight_bytes(model, frozen_only=True)
     initial_adapter = out / run.INITIAL_ADAPTER if config.lora.init != "default" else None
     if initial_adapter is not None and fresh and procs.main:
         # PiSSA/OLoRA move part of W into the adapter; saving needs the adapter as initialised.
@@ -352,19 +354,37 @@ def fit(s: Setup, state: TrainState, best_state: dict[str, torch.Tensor], tracke
     return best_state
 
 
+# A chunk's fixed cost in tokens where train.chunk_cost is 0: measured on a 2-core CPU (docs/benchmarks.md); on
+# CUDA a pass's launch overhead outweighs far more padding (not yet measured).
+CHUNK_COST = {"cpu": 256, "cuda": 4096}
+
+
 def train_step(s: Setup, batches: Batches, indices: list[int], step: int,
                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimizer step number `step` on the global batch `indices`; returns (detached loss, whether it and the norm
-    are finite). `loss_fn(logits, labels)` replaces the model's own loss (cross-entropy)."""
+    are finite). `loss_fn(logits, labels)` replaces the model's own loss (cross-entropy).
+
+    The batch runs as length chunks (`train.length_chunks`): the model's mean losses are weighted by each chunk's
+    share of the items, and `loss_fn` sees the logits of the whole batch, so the loss is the whole batch's.
+    """
     local, weight = s.procs.shard(indices)
-    batch = {k: v.to(s.device, non_blocking=True) for k, v in batches.collate(local).items()}
+    chunks = [local]
+    if s.config.train.length_chunks:
+        lengths = [len(batches.data.input_ids[i]) for i in local]
+        cost = s.config.train.chunk_cost or CHUNK_COST.get(s.device.type, 0)
+        chunks = [[local[j] for j in chunk] for chunk in length_chunks(lengths, cost)]
+    loss, logits, labels = 0.0, [], []
     with autocast(s.device, s.dtype):
-        if loss_fn is None:
-            loss = s.forward(**batch).loss
-        else:
-            labels = batch.pop("labels")
-            loss = loss_fn(s.forward(**batch).logits.float(), labels)
+        for chunk in chunks:
+            batch = {k: v.to(s.device, non_blocking=True) for k, v in batches.collate(chunk).items()}
+            if loss_fn is None:
+                loss = loss + s.forward(**batch).loss * (len(chunk) / len(local))
+            else:
+                labels.append(batch.pop("labels"))
+                logits.append(s.forward(**batch).logits.float())
+        if loss_fn is not None:
+            loss = loss_fn(torch.cat(logits), torch.cat(labels))
     if s.procs.world > 1:
         # Weighted so DDP's gradient average is the global batch's mean loss; logged summed over processes.
         loss = loss * weight
