@@ -8,8 +8,9 @@ The study's pipeline is the Hugging Face Trainer with `DataCollatorWithPadding`
 (fp16 on CUDA), batch 64, and the unmerged PEFT model at prediction time.
 loraclf's arms run `loraclf.training.train` with `configs/paper.yaml` as
 shipped (only the model, the data and the step count replaced; any further
-arguments are config overrides for them): `loraclf` as it is, and
-`loraclf-grouped` with length-grouped batches. Prediction runs through
+arguments are config overrides for them): `loraclf` as it is (the study's
+random batches, run as length chunks), `loraclf-unchunked` with each batch
+padded whole, and `loraclf-grouped` with length-grouped batches. Prediction runs through
 `loraclf.Classifier` (merged adapter, length-sorted inference) in process, and
 `loraclf predict` as a whole process over 7,600 texts (the official test's
 size), start-up and model load included.
@@ -18,8 +19,9 @@ Each arm runs in its own process, so peak memory is its own. Throughput is
 measured from the end of the first step to the end of the last (the first
 step carries one-off kernel set-up). Useful FLOP/s counts 4*N per real
 (non-pad) token, N = the encoder's non-embedding parameters: forward 2N,
-backward through the frozen weights 2N, no weight gradients. It is given as
-a fraction of this machine's matmul peak, measured in the same run.
+backward through the frozen weights 2N, no weight gradients; inference
+counts 2*N. Both are given as a fraction of this machine's matmul peak,
+measured in the same run.
 """
 
 from __future__ import annotations
@@ -83,8 +85,10 @@ def peak_memory_mb(device: str) -> float | None:
 
 
 def arm_study(model_name: str, steps: int, predict_n: int, device: str) -> dict:
-    """The study's pipeline: HF Trainer + DataCollatorWithPadding, fp32 (fp16 on CUDA), unmerged at predict."""
-    import datasets
+    """The study's pipeline: HF Trainer + DataCollatorWithPadding, fp32 (fp16 on CUDA), unmerged at predict.
+
+    The items are plain dicts rather than a `datasets.Dataset` (the Trainer batches both alike), so the arm also
+    runs where `datasets` is not installed."""
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
     from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer,
@@ -104,9 +108,10 @@ def arm_study(model_name: str, steps: int, predict_n: int, device: str) -> dict:
     model = get_peft_model(base, LoraConfig(task_type=TaskType.SEQ_CLS, r=7, lora_alpha=77, lora_dropout=0.01,
                                             bias="none", target_modules=["query", "key", "value"]))
     texts, labels = texts_and_labels()
-    train_ds = datasets.Dataset.from_dict({"text": texts, "label": labels}).map(
-        lambda b: tokenizer(b["text"], truncation=True, max_length=256), batched=True, remove_columns=["text"])
-    pred_ds = train_ds.select(range(predict_n)).remove_columns(["label"])
+    encoded = tokenizer(texts, truncation=True, max_length=256)
+    train_ds = [{"input_ids": ids, "attention_mask": mask, "label": label}
+                for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"], labels)]
+    pred_ds = [{"input_ids": item["input_ids"], "attention_mask": item["attention_mask"]} for item in train_ds[:predict_n]]
 
     class CountingCollator(DataCollatorWithPadding):
         tokens = 0
@@ -147,6 +152,7 @@ def arm_study(model_name: str, steps: int, predict_n: int, device: str) -> dict:
         "samples_per_s": samples / seconds,
         "tokens_per_s": samples * tokens_per_item / seconds,
         "predict_texts_per_s": predict_n / predict_seconds,
+        "predict_tokens_per_s": sum(len(item["input_ids"]) for item in pred_ds) / predict_seconds,
         "n_nonembed": non_embedding_parameters(model),
         "peak_memory_mb": peak_memory_mb(device),
         "precision": "float16" if device == "cuda" else "float32",
@@ -192,6 +198,7 @@ def arm_loraclf(model_name: str, steps: int, predict_n: int, device: str, overri
         "samples_per_s": (last["seen"] - first["seen"]) / seconds,
         "tokens_per_s": (last["tokens"] - first["tokens"]) / seconds,
         "predict_texts_per_s": predict_n / predict_seconds,
+        "predict_tokens_per_s": sum(map(len, trained.tokenizer(texts, truncation=True)["input_ids"])) / predict_seconds,
         "process_texts_per_s": process_n / process_seconds if process_n else None,
         "n_nonembed": n_nonembed,
         "peak_memory_mb": peak_memory_mb(device),
@@ -206,14 +213,17 @@ def predict_process(tmp: Path, count: int) -> float:
     with source.open("w", encoding="utf-8", newline="") as handle:
         csv.writer(handle).writerows([["text"], *([texts[i % len(texts)]] for i in range(count))])
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "loraclf.cli", "predict", str(tmp / "run"), "--input", str(source),
-                    "--output", str(tmp / "predictions.csv")], check=True)
+    done = subprocess.run([sys.executable, "-m", "loraclf.cli", "predict", str(tmp / "run"), "--input", str(source),
+                           "--output", str(tmp / "predictions.csv")], capture_output=True, text=True)
+    if done.returncode:
+        sys.exit(f"loraclf predict failed:\n{done.stderr}")
     return time.perf_counter() - start
 
 
 # loraclf's arms: paper.yaml overrides, and whether to time `loraclf predict` as a process (the same in both).
 LORACLF_ARMS = {
     "loraclf": ([], True),
+    "loraclf-unchunked": (["--train.length_chunks", "false"], False),
     "loraclf-grouped": (["--train.group_by_length", "true"], False),
 }
 
@@ -277,16 +287,19 @@ def report(args: argparse.Namespace, extra: list[str]) -> None:
     print(f"{args.steps} training steps of batch {BATCH} per arm (the first step not timed); {args.predict} texts "
           f"predicted; data {DATA.name} ({DATA.parent.name}); loraclf overrides: {' '.join(extra) or 'none'}\n")
     header = ("model", "pipeline", "precision", "train samples/s", "real tokens/s", "useful TFLOP/s",
-              "% bf16 peak", "% fp32 peak", "predict texts/s", "predict process texts/s", "peak memory MB")
+              "% bf16 peak", "% fp32 peak", "predict texts/s", "predict % bf16 peak", "predict process texts/s",
+              "peak memory MB")
     rows, ratios = [], []
     arms = args.arms.split(",")
     for model in args.models.split(","):
         results = {arm: run_arm(arm, model, args, extra) for arm in arms}
         for arm, r in results.items():
             flops = 4 * r["n_nonembed"] * r["tokens_per_s"]
+            predict_flops = 2 * r["n_nonembed"] * r["predict_tokens_per_s"]  # forward only
             rows.append((model, arm, r["precision"], f"{r['samples_per_s']:.1f}", f"{r['tokens_per_s']:.0f}",
                          f"{flops / 1e12:.3f}", f"{100 * flops / peaks['bfloat16']:.1f}",
                          f"{100 * flops / peaks['float32']:.1f}", f"{r['predict_texts_per_s']:.1f}",
+                         f"{100 * predict_flops / peaks['bfloat16']:.1f}",
                          f"{r['process_texts_per_s']:.1f}" if r.get("process_texts_per_s") else "",
                          f"{r['peak_memory_mb']:.0f}"))
         if "study" in results:
@@ -299,6 +312,11 @@ def report(args: argparse.Namespace, extra: list[str]) -> None:
                     line += (f", {f['process_texts_per_s'] / s['predict_texts_per_s']:.2f}x as a whole "
                              f"`loraclf predict` process over {args.process_texts} texts")
                 ratios.append(line)
+        for arm in arms:
+            # The study's recipe: 6 epochs over 108,000 items (120,000 less the 10% validation split).
+            hours = 6 * 108_000 / results[arm]["samples_per_s"] / 3600
+            ratios.append(f"{model}: {arm}: the full study recipe (6 x 108,000 items) would train in {hours:.2f} h "
+                          f"({hours * 60:.1f} min) at this rate")
     print("| " + " | ".join(header) + " |")
     print("|" + "---|" * len(header))
     for row in rows:

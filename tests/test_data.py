@@ -233,7 +233,7 @@ def test_length_chunks_are_the_cheapest_split_of_the_sorted_batch(cost):
         cheapest = min(price([ordered[a:b] for a, b in zip((0, *cuts), (*cuts, len(ordered)))])
                        for k in range(len(ordered)) for cuts in itertools.combinations(range(1, len(ordered)), k))
         assert price([[lengths[i] for i in chunk] for chunk in chunks]) == cheapest
-    assert len(length_chunks([5, 90, 6, 88], 10_000)) == 1
+    assert length_chunks([5, 90, 6, 88], 10_000) == [[0, 1, 2, 3]]  # one chunk: the batch as it was
     assert sorted(map(sorted, length_chunks([5, 90, 6, 88], 0))) == [[0], [1], [2], [3]]
 
 

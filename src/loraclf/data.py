@@ -564,7 +564,8 @@ def length_grouped_batches(lengths: np.ndarray, batch_size: int, seed: int, grou
 def length_chunks(lengths: list[int], chunk_cost: int) -> list[list[int]]:
     """Cut one batch into chunks of similar length that together cost the fewest tokens.
 
-    Returns positions into `lengths`, grouped. A chunk pads to its own longest
+    Returns positions into `lengths`, grouped, each chunk in batch order (one
+    chunk is the batch as it was). A chunk pads to its own longest
     item, and each chunk also costs `chunk_cost` tokens (a forward pass's fixed
     overhead), so the result minimises sum(len(chunk) * longest in chunk) +
     chunk_cost * number of chunks. Sorting by length makes the best chunks
@@ -583,7 +584,7 @@ def length_chunks(lengths: list[int], chunk_cost: int) -> list[list[int]]:
                 best[end], start[end] = cost, first
     chunks, end = [], len(order)
     while end > 0:
-        chunks.append(order[start[end] : end])
+        chunks.append(sorted(order[start[end] : end]))
         end = start[end]
     return chunks[::-1]
 
