@@ -43,7 +43,7 @@ def recipe(tmp_path, tiny_model_dir, agnews_rows):
                 "lora": {"r": 4, "alpha": 8, "dropout": dropout},
                 "train": {"epochs": 2, "batch_size": 8, "lr": 5e-3, "precision": "fp32", "progress": False,
                           "log_every": 1, "checkpoint_every": 4, "group_by_length": False,
-                          "chunk_cost": 1}}  # several forward passes per DDP backward
+                          "chunk_cost": 16}}  # several forward passes per DDP backward
         path = tmp_path / f"recipe-{dropout}.yaml"
         path.write_text(yaml.safe_dump(tree), encoding="utf-8")
         return path
