@@ -214,7 +214,7 @@ class TrainConfig:
     length_chunks: bool = True
     # What one chunk's forward and backward pass costs beyond its tokens, in tokens: a chunk is
     # cut off where it saves more padded tokens than this. 0: the device's default (256 on CPU,
-    # measured; 4096 on CUDA).
+    # measured; 4096 on CUDA and other accelerators).
     chunk_cost: int = 0
     # Learning-rate schedule: linear, cosine, cosine_with_restarts, polynomial, constant,
     # constant_with_warmup.

@@ -355,7 +355,7 @@ def fit(s: Setup, state: TrainState, best_state: dict[str, torch.Tensor], tracke
 
 
 # A chunk's fixed cost in tokens where train.chunk_cost is 0: measured on a 2-core CPU (docs/benchmarks.md); on
-# CUDA a pass's launch overhead outweighs far more padding (not yet measured).
+# CUDA (and other accelerators) a pass's launch overhead outweighs far more padding (not yet measured).
 CHUNK_COST = {"cpu": 256, "cuda": 4096}
 
 
@@ -372,7 +372,7 @@ def train_step(s: Setup, batches: Batches, indices: list[int], step: int,
     chunks = [local]
     if s.config.train.length_chunks:
         lengths = [len(batches.data.input_ids[i]) for i in local]
-        cost = s.config.train.chunk_cost or CHUNK_COST.get(s.device.type, 0)
+        cost = s.config.train.chunk_cost or CHUNK_COST.get(s.device.type, CHUNK_COST["cuda"])
         chunks = [[local[j] for j in chunk] for chunk in length_chunks(lengths, cost)]
     loss, logits, labels = 0.0, [], []
     with autocast(s.device, s.dtype):
