@@ -111,7 +111,8 @@ def arm_study(model_name: str, steps: int, predict_n: int, device: str) -> dict:
     encoded = tokenizer(texts, truncation=True, max_length=256)
     train_ds = [{"input_ids": ids, "attention_mask": mask, "label": label}
                 for ids, mask, label in zip(encoded["input_ids"], encoded["attention_mask"], labels)]
-    pred_ds = [{"input_ids": item["input_ids"], "attention_mask": item["attention_mask"]} for item in train_ds[:predict_n]]
+    pred_ds = [{"input_ids": item["input_ids"], "attention_mask": item["attention_mask"]}
+               for item in train_ds[:predict_n]]
 
     class CountingCollator(DataCollatorWithPadding):
         tokens = 0
@@ -280,8 +281,9 @@ def report(args: argparse.Namespace, extra: list[str]) -> None:
     from loraclf.runtime import cpu_has_bf16
 
     peaks = {name: matmul_peak(name, args.device) for name in ("float32", "bfloat16")}
-    where = torch.cuda.get_device_name() if args.device == "cuda" else f"{cpu_name() or platform.processor()}, " \
-        f"{torch.get_num_threads()} threads, native bf16: {cpu_has_bf16()}, AMX: {'amx_bf16' in cpu_flags()}"
+    where = torch.cuda.get_device_name() if args.device == "cuda" else (
+        f"{cpuinfo('model name') or platform.processor()}, {torch.get_num_threads()} threads, "
+        f"native bf16: {cpu_has_bf16()}, AMX: {'amx_bf16' in cpuinfo('flags').split()}")
     print(f"device {args.device} ({where}), torch {torch.__version__}; matmul peak: "
           f"fp32 {peaks['float32'] / 1e12:.2f} TFLOP/s, bf16 {peaks['bfloat16'] / 1e12:.2f} TFLOP/s")
     print(f"{args.steps} training steps of batch {BATCH} per arm (the first step not timed); {args.predict} texts "
@@ -326,20 +328,13 @@ def report(args: argparse.Namespace, extra: list[str]) -> None:
         print(line)
 
 
-def cpu_flags() -> set[str]:
+def cpuinfo(field: str) -> str:
+    """The first `field` line of /proc/cpuinfo ("" where there is none, as off Linux)."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
-        return set()
-    return set(next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), []))
-
-
-def cpu_name() -> str | None:
-    try:
-        text = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return None
-    return next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), None)
+        return ""
+    return next((line.split(":", 1)[1].strip() for line in lines if line.split(":", 1)[0].strip() == field), "")
 
 
 def _cuda() -> bool:

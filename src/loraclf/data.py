@@ -572,19 +572,18 @@ def length_chunks(lengths: list[int], chunk_cost: int) -> list[list[int]]:
     contiguous runs of the sorted order, found exactly by dynamic programming
     over the end of the last chunk.
     """
-    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
-    sorted_lengths = [lengths[i] for i in order]
-    best = [0] + [float("inf")] * len(order)  # best[e]: cost of the first e sorted items
-    start = [0] * (len(order) + 1)
+    order = np.argsort(lengths, kind="stable")
+    sorted_lengths = np.asarray(lengths)[order]
+    best = np.zeros(len(order) + 1)  # best[e]: cost of the first e sorted items
+    start = np.zeros(len(order) + 1, dtype=int)
     for end in range(1, len(order) + 1):
-        width = sorted_lengths[end - 1]
-        for first in range(end):
-            cost = best[first] + (end - first) * width + chunk_cost
-            if cost < best[end]:
-                best[end], start[end] = cost, first
+        # Every start of the last chunk at once: this runs once per training step, for batches in the hundreds.
+        costs = best[:end] + (end - np.arange(end)) * sorted_lengths[end - 1] + chunk_cost
+        start[end] = int(costs.argmin())  # the first minimum, as a scan with `<` finds
+        best[end] = costs[start[end]]
     chunks, end = [], len(order)
     while end > 0:
-        chunks.append(sorted(order[start[end] : end]))
+        chunks.append(sorted(order[start[end] : end].tolist()))
         end = start[end]
     return chunks[::-1]
 
