@@ -23,7 +23,9 @@ STEPS_PER_EPOCH = 15
 
 
 def resumable_config(model_dir, train_file):
-    config = tiny_config(model_dir, train_file, epochs=3, checkpoint_every=4, keep_checkpoints=2, log_every=3)
+    # Accumulated, class-weighted steps: their resume must be as exact as plain ones.
+    config = tiny_config(model_dir, train_file, epochs=3, checkpoint_every=4, keep_checkpoints=2, log_every=3,
+                         grad_accum_steps=2, class_weights="balanced")
     config.data.test_size, config.data.val_fraction, config.data.length_filter = 16, 0.2, None
     return config
 

@@ -215,3 +215,43 @@ def test_length_chunks_give_the_whole_batch_loss(tmp_path, tiny_model_dir, small
                            (tmp_path / str(chunked) / run.METRICS_LOG).read_text().splitlines() if '"train"' in line]
     assert len(losses[True]) > 3 and min(sizes) > 1  # every batch did run in several chunks
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+def test_accumulated_micro_batches_make_the_large_batch_update(tmp_path, tiny_model_dir, small_csv, grouped):
+    """4 micro-batches of 2 = one batch of 8: the same losses and weights, with class weights, whose mean divides by
+    the whole batch's summed weights (a per-micro-batch mean would not)."""
+    from safetensors.torch import load_file
+
+    from loraclf import checkpoint
+
+    losses, final = {}, {}
+    for accum in (1, 4):
+        config = tiny_config(tiny_model_dir, small_csv, epochs=1, precision="fp32", log_every=1, grad_accum_steps=accum,
+                             group_by_length=grouped, class_weights="balanced", chunk_cost=1)
+        config.model.dropout, config.lora.dropout = 0.0, 0.0
+        out = tmp_path / str(accum)
+        train(config, out, log=lambda _: None)
+        losses[accum] = [json.loads(line)["loss"] for line in (out / run.METRICS_LOG).read_text().splitlines()
+                         if '"train"' in line]
+        final[accum] = load_file(str(checkpoint.latest(out) / "trainable.safetensors"))
+    assert len(losses[1]) > 3 and losses[4] == pytest.approx(losses[1], rel=1e-5)
+    for key, value in final[1].items():
+        torch.testing.assert_close(final[4][key], value, rtol=1e-5, atol=1e-5)
+    assert any(not torch.equal(final[1][k], final[4][k]) for k in final[1])  # two computations, not one twice
+
+
+def test_early_stopping_stops_after_patience_evaluations_and_says_why(tmp_path, tiny_model_dir, small_csv):
+    # A learning rate too small to move the predictions: accuracy never improves after the first evaluation.
+    config = tiny_config(tiny_model_dir, small_csv, epochs=3, lr=1e-12, eval_every=1, early_stopping_patience=2)
+    summary = train(config, tmp_path / "run", log=lambda _: None)
+    evals = [line for line in (tmp_path / "run" / run.METRICS_LOG).read_text().splitlines() if '"eval"' in line]
+    assert summary["steps"] == 3 and len(evals) == 3
+    assert summary["stopped_early"].startswith("early stopping at step 3: val accuracy not better")
+    assert summary["best"]["step"] == 1
+
+
+def test_class_weights_of_the_wrong_length_are_a_config_error(tmp_path, tiny_model_dir, small_csv):
+    config = tiny_config(tiny_model_dir, small_csv, class_weights=[1.0, 2.0])
+    with pytest.raises(UserError, match=r"train.class_weights: 2 weights for 4 classes"):
+        train(config, tmp_path / "run", log=lambda _: None)

@@ -76,8 +76,21 @@ class DataConfig:
     test_split: str | None = "test"
     # Column holding the texts.
     text_column: str = "text"
-    # Column holding the labels: ids 0..K-1 or class names.
+    # Column holding the labels: ids 0..K-1 or class names; with task multi_label, a list of them per row
+    # (JSON, JSONL, Parquet, pickle) or one string of them joined by label_separator (CSV).
     label_column: str = "label"
+    # single_label (one class per text: softmax, cross-entropy) or multi_label (any set of classes per text:
+    # one sigmoid per class, binary cross-entropy, a decision threshold per class).
+    task: str = "single_label"
+    # multi_label: what joins several labels in one text field (CSV), e.g. `World;Sports`.
+    label_separator: str = ";"
+    # multi_label: one 0/1 column per class instead of label_column; the column names are the class names.
+    label_columns: list[str] | None = None
+    # multi_label: rows without any label are allowed (a text that belongs to no class); off, they are errors.
+    allow_empty_labels: bool = False
+    # Column holding the second text of a pair (entailment, paraphrase, question/answer), or null for single
+    # texts. Pairs are tokenised as the tokenizer's pair encoding, truncated longest_first.
+    text_pair_column: str | None = None
     # Names of the classes in label-id order. When unset they come from the
     # data (hub ClassLabel names, the AG News CSV layout, or sorted strings).
     label_names: list[str] | None = None
@@ -128,6 +141,21 @@ class DataConfig:
             raise UserError("config: set data.train_file (a local file) or data.dataset (a hub id)")
         if self.label_names is not None and len(set(self.label_names)) != len(self.label_names):
             raise UserError(f"config data.label_names: names must be unique, got {self.label_names}")
+        _choice("data.task", self.task, ("single_label", "multi_label"))
+        if self.task != "multi_label":
+            for key in ("label_columns", "allow_empty_labels"):
+                if getattr(self, key):
+                    raise UserError(f"config data.{key}: applies to data.task multi_label, not {self.task}")
+        if self.label_columns is not None:
+            if not self.label_columns or len(set(self.label_columns)) != len(self.label_columns):
+                raise UserError(f"config data.label_columns: name each class's 0/1 column once, got {self.label_columns}")
+            if self.label_names is not None and self.label_names != self.label_columns:
+                raise UserError("config data.label_names: with data.label_columns the column names are the class "
+                                "names; leave label_names unset")
+        if not self.label_separator:
+            raise UserError("config data.label_separator: must not be empty")
+        if self.text_pair_column is not None and self.text_pair_column == self.text_column:
+            raise UserError(f"config data.text_pair_column: {self.text_pair_column!r} is also data.text_column")
 
 
 @dataclass
@@ -202,6 +230,19 @@ class TrainConfig:
     lr: float = 5e-4
     # Training items per optimizer step (the global batch, also across processes).
     batch_size: int = 32
+    # Run each batch as this many micro-batches, one backward pass each, for one optimizer step: the same update
+    # as the whole batch (the loss is normalised by the whole batch) in a fraction of the activation memory.
+    grad_accum_steps: int = 1
+    # Loss weight per class: none, balanced (inversely proportional to the training label counts, as
+    # scikit-learn's "balanced"; multi_label: each class's positives weighted negatives/positives), or a list of
+    # one weight per class in label-id order.
+    class_weights: list[float] | str = "none"
+    # Mix this share of a uniform distribution into the targets (single_label), or move the 0/1 targets this
+    # share towards 0.5 (multi_label).
+    label_smoothing: float = 0.0
+    # Stop after this many evaluations in a row without a better train.metric_for_best (0 = never); the run's
+    # metrics.json says why and when it stopped.
+    early_stopping_patience: int = 0
     # Small inference batches of length-sorted items pad least and stay in cache.
     eval_batch_size: int = 32
     # AdamW weight decay, on weight matrices only (not biases or LayerNorm).
@@ -231,7 +272,8 @@ class TrainConfig:
     checkpoint_every: int = 0
     # How many of the latest checkpoints to keep (the best one is kept as well).
     keep_checkpoints: int = 2
-    # The validation metric that picks the best model: accuracy, macro_f1 or loss.
+    # The validation metric that picks the best model: accuracy (multi_label: subset accuracy), macro_f1,
+    # micro_f1 or loss.
     metric_for_best: str = "accuracy"
     # auto (CUDA where available, else CPU), cpu, cuda, cuda:N or mps.
     device: str = "auto"
@@ -255,16 +297,19 @@ class TrainConfig:
     log_to: list[str] = field(default_factory=lambda: ["jsonl"])
     # MLflow tracking URI for log_to mlflow (default: a file store in RUN_DIR/mlruns).
     mlflow_uri: str | None = None
+    # multi_label: pick each class's decision threshold on the validation set (the one that maximises the
+    # class's F1), after training, for the best model; off, every threshold is 0.5. Saved in the run.
+    tune_thresholds: bool = False
 
     def validate(self) -> None:
-        for key in ("epochs", "batch_size", "eval_batch_size", "log_every"):
+        for key in ("epochs", "batch_size", "eval_batch_size", "log_every", "grad_accum_steps"):
             if getattr(self, key) < 1:
                 raise UserError(f"config train.{key}: must be at least 1, got {getattr(self, key)}")
         if self.lr <= 0:
             raise UserError(f"config train.lr: must be positive, got {self.lr}")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"config train.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
-        for key in ("max_steps", "checkpoint_every", "chunk_cost"):
+        for key in ("max_steps", "checkpoint_every", "chunk_cost", "early_stopping_patience"):
             if getattr(self, key) < 0:
                 raise UserError(f"config train.{key}: must be 0 or positive, got {getattr(self, key)}")
         if self.keep_checkpoints < 1:
@@ -276,7 +321,17 @@ class TrainConfig:
             self.scheduler,
             ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"),
         )
-        _choice("train.metric_for_best", self.metric_for_best, ("accuracy", "macro_f1", "loss"))
+        _choice("train.metric_for_best", self.metric_for_best, ("accuracy", "macro_f1", "micro_f1", "loss"))
+        if self.grad_accum_steps > self.batch_size:
+            raise UserError(f"config train.grad_accum_steps: {self.grad_accum_steps} micro-batches cannot split a "
+                            f"batch of {self.batch_size}")
+        if isinstance(self.class_weights, str):
+            _choice("train.class_weights", self.class_weights, ("none", "balanced"))
+        elif not self.class_weights or min(self.class_weights) < 0 or max(self.class_weights) == 0:
+            raise UserError(f"config train.class_weights: expected none, balanced or a list of non-negative weights "
+                            f"(not all 0), got {self.class_weights}")
+        if not 0 <= self.label_smoothing < 1:
+            raise UserError(f"config train.label_smoothing: must be in [0, 1), got {self.label_smoothing}")
         for kind in self.log_to:
             _choice("train.log_to", kind, ("jsonl", "tensorboard", "mlflow"))
         _choice("train.precision", self.precision, ("auto", "bf16", "fp16", "fp32"))
@@ -450,6 +505,15 @@ class Config:
                 check()
         if self.adapt.method != "none" and not self.data.unlabelled_file:
             raise UserError(f"config adapt.method {self.adapt.method}: needs data.unlabelled_file (the texts to adapt to)")
+        weighted = self.train.class_weights != "none" or self.train.label_smoothing
+        if self.lora.method == "adalora" and weighted:
+            raise UserError("config train.class_weights/label_smoothing: AdaLoRA's orthogonal regulariser is added "
+                            "to the model's own loss, which these replace; not with lora.method adalora")
+        if self.train.tune_thresholds and self.data.task != "multi_label":
+            raise UserError("config train.tune_thresholds: applies to data.task multi_label")
+        if self.adapt.method != "none" and self.data.task == "multi_label":
+            raise UserError(f"config adapt.method {self.adapt.method}: pseudo-labels and entropy are single-label; "
+                            "not with data.task multi_label")
         if self.quantization.bits and self.lora.init != "default":
             raise UserError(f"config lora.init {self.lora.init}: needs the full-precision weights to decompose; "
                             "not with quantization.bits (use lora.init default)")
@@ -473,7 +537,12 @@ def _coerce(value: Any, kind: Any, key: str, origin: str) -> Any:
             if type(None) in args:
                 return None
         inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], key, origin)
+        for kind in inner[:-1]:  # `list[float] | str`: the first type the value fits
+            try:
+                return _coerce(value, kind, key, origin)
+            except UserError:
+                pass
+        return _coerce(value, inner[-1], key, origin)
     if typing.get_origin(kind) is dict:
         if isinstance(value, str):
             try:

@@ -8,6 +8,7 @@ report. `train` runs the three and always releases what they opened.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import random
 import shlex
@@ -26,6 +27,7 @@ from loraclf.config import Config, save_config
 from loraclf.data import Batches, Encoded, Splits, encode, length_chunks, load_splits, loader
 from loraclf.distributed import Processes
 from loraclf.errors import UserError
+from loraclf.losses import Objective
 from loraclf.evaluate import confident_mistakes, metrics, plot_confusion
 from loraclf.model import build_base, load_tokenizer, save_adapter, wrap_with_lora
 from loraclf.predict import predict_logits
@@ -46,6 +48,8 @@ class TrainState:
     best_value: float | None = None
     best_record: dict[str, Any] = field(default_factory=dict)
     best_step: int | None = None
+    stale: int = 0  # evaluations in a row without a better metric_for_best
+    stopped: str | None = None  # why training stopped before its last step (early stopping)
     eval_seconds: float = 0.0
     train_seconds: float = 0.0  # training steps only, carried across resumes
     log_bytes: int = 0  # metrics.jsonl's length at the checkpoint
@@ -72,6 +76,7 @@ class Setup:
     scheduler: Any
     scaler: torch.amp.GradScaler
     parameters: accounting.Breakdown
+    objective: Objective
     base_bytes: int
     initial_adapter: Path | None
     resume_from: Path | None
@@ -210,8 +215,9 @@ def setup(config: Config, output_dir: str | Path, overwrite: bool, resume: bool,
     forward = procs.wrap(torch.compile(model) if tc.compile else model, device)
     return Setup(config, out, procs, device, dtype, tokenizer, splits, train_set,
                  Encoded(splits.val.input_ids, splits.val.labels), steps_per_epoch, total_steps, model, forward,
-                 optimizer, scheduler, grad_scaler(device, dtype), actual, base_bytes, initial_adapter, resume_from,
-                 log)
+                 optimizer, scheduler, grad_scaler(device, dtype), actual,
+                 Objective.build(config.data.task, tc.class_weights, tc.label_smoothing, splits.train.labels,
+                                 splits.label_names), base_bytes, initial_adapter, resume_from, log)
 
 
 def _open_folder(output_dir: str, overwrite: bool, resume: bool) -> tuple[Path, Path | None]:
@@ -319,7 +325,7 @@ def fit(s: Setup, state: TrainState, best_state: dict[str, torch.Tensor], tracke
     s.model.train()
     try:
         for epoch in range(state.epoch, tc.epochs):
-            if state.step >= s.total_steps:
+            if state.step >= s.total_steps or state.stopped:
                 break
             batches = epoch_batches(s.config, s.train_set, s.pad_id, epoch)
             for index in range(state.batch, len(batches)):
@@ -339,11 +345,14 @@ def fit(s: Setup, state: TrainState, best_state: dict[str, torch.Tensor], tracke
                 if tc.eval_every and state.step % tc.eval_every == 0:
                     check_finite(s, first_bad, last_checkpoint)
                     best_state = validate_and_keep(s, state, best_state, clock, trackers, progress, on_eval)
+                    if state.stopped:
+                        break
                 if tc.checkpoint_every and state.step % tc.checkpoint_every == 0:
                     check_finite(s, first_bad, last_checkpoint)
                     last_checkpoint = save_checkpoint(s, state, best_state, window_loss, clock)
             check_finite(s, first_bad, last_checkpoint)
-            best_state = validate_and_keep(s, state, best_state, clock, trackers, progress, on_eval)
+            if not state.stopped:  # an early stop has just validated
+                best_state = validate_and_keep(s, state, best_state, clock, trackers, progress, on_eval)
             if state.batch == len(batches):
                 state.epoch, state.batch = epoch + 1, 0
             last_checkpoint = save_checkpoint(s, state, best_state, window_loss, clock)
@@ -363,45 +372,68 @@ def train_step(s: Setup, batches: Batches, indices: list[int], step: int,
                loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimizer step number `step` on the global batch `indices`; returns (detached loss, whether it and the norm
-    are finite). `loss_fn(logits, labels)` replaces the model's own loss (cross-entropy).
+    are finite). `loss_fn(logits, labels)`, a mean over items, replaces the training loss.
 
-    The batch runs as length chunks (`train.length_chunks`): the model's mean losses are weighted by each chunk's
-    share of the items, and `loss_fn` sees the logits of the whole batch, so the loss is the whole batch's.
+    The batch runs as `train.grad_accum_steps` micro-batches, one backward pass each, and each micro-batch as
+    length chunks (`train.length_chunks`). Every piece's loss is its items' summed loss over the whole global
+    batch's normaliser, so the pieces add up to the whole batch's mean loss and gradient.
     """
     local, weight = s.procs.shard(indices)
-    chunks = [local]
-    if s.config.train.length_chunks:
-        lengths = [len(batches.data.input_ids[i]) for i in local]
-        cost = s.config.train.chunk_cost or CHUNK_COST.get(s.device.type, CHUNK_COST["cuda"])
-        chunks = [[local[j] for j in chunk] for chunk in length_chunks(lengths, cost)]
-    loss, logits, labels = 0.0, [], []
-    with autocast(s.device, s.dtype):
-        for chunk in chunks:
-            batch = {k: v.to(s.device, non_blocking=True) for k, v in batches.collate(chunk).items()}
-            if loss_fn is None:
-                loss = loss + s.forward(**batch).loss * (len(chunk) / len(local))
-            else:
-                labels.append(batch.pop("labels"))
-                logits.append(s.forward(**batch).logits.float())
-        if loss_fn is not None:
-            loss = loss_fn(torch.cat(logits), torch.cat(labels))
-    if s.procs.world > 1:
-        # Weighted so DDP's gradient average is the global batch's mean loss; logged summed over processes.
-        loss = loss * weight
-    s.scaler.scale(loss).backward()
+    tc = s.config.train
+    micro = [part.tolist() for part in np.array_split(np.asarray(local), min(tc.grad_accum_steps, len(local)))]
+    # A piece of n items (or summed loss) counts n * numerator / denominator. DDP averages gradients over
+    # processes, so each process's share is scaled by `world` (0: a process left without items).
+    numerator = s.procs.world if weight else 0
+    if loss_fn is not None:
+        numerator, denominator = weight, len(local)  # a mean over this process's items, weighted by shard()
+    elif s.objective.plain:
+        denominator = len(indices)  # the model's own loss, a mean per chunk: weighted by its items
+    else:
+        denominator = s.objective.normaliser(batches.data.labels[indices])
+    total = torch.zeros((), device=s.device)
+    for number, part in enumerate(micro):
+        last = number == len(micro) - 1
+        # DDP all-reduces gradients in the backward pass: only once per step, in the last micro-batch's.
+        with contextlib.nullcontext() if last or s.procs.world == 1 else s.forward.no_sync():
+            loss = micro_batch_loss(s, batches, part, numerator, denominator, loss_fn)
+            s.scaler.scale(loss).backward()
+        total += loss.detach()
     s.scaler.unscale_(s.optimizer)  # clip the true gradients
-    norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), s.config.train.max_grad_norm or float("inf"))
+    norm = torch.nn.utils.clip_grad_norm_(s.model.parameters(), tc.max_grad_norm or float("inf"))
     s.scaler.step(s.optimizer)
     s.scaler.update()
     s.scheduler.step()
     if s.config.lora.method == "adalora":
         s.model.base_model.update_and_allocate(step)  # prunes ranks on its schedule
     s.optimizer.zero_grad(set_to_none=True)
-    loss = loss.detach()
-    finite = torch.isfinite(loss)
+    finite = torch.isfinite(total)
     if s.dtype != torch.float16:  # fp16 overflow is the loss scaler's business
         finite = finite & torch.isfinite(norm)
-    return loss, finite
+    return total, finite
+
+
+def micro_batch_loss(s: Setup, batches: Batches, part: list[int], numerator: float, denominator: float,
+                     loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None) -> torch.Tensor:
+    """The loss of the items `part` as their share of the global batch's mean (see train_step), run as chunks."""
+    chunks = [part]
+    if s.config.train.length_chunks:
+        lengths = [len(batches.data.input_ids[i]) for i in part]
+        cost = s.config.train.chunk_cost or CHUNK_COST.get(s.device.type, CHUNK_COST["cuda"])
+        chunks = [[part[j] for j in chunk] for chunk in length_chunks(lengths, cost)]
+    loss, logits, labels = 0.0, [], []
+    with autocast(s.device, s.dtype):
+        for chunk in chunks:
+            batch = {k: v.to(s.device, non_blocking=True) for k, v in batches.collate(chunk).items()}
+            if loss_fn is None and s.objective.plain:
+                loss = loss + s.forward(**batch).loss * (len(chunk) * numerator / denominator)
+            else:
+                labels.append(batch.pop("labels"))
+                logits.append(s.forward(**batch).logits.float())
+    if loss_fn is not None:  # a mean over the part's items
+        loss = loss_fn(torch.cat(logits), torch.cat(labels)) * (len(part) * numerator / denominator)
+    elif logits:
+        loss = s.objective.summed(torch.cat(logits), torch.cat(labels)) * (numerator / denominator)
+    return loss
 
 
 def check_finite(s: Setup, first_bad: torch.Tensor, last_checkpoint: Path | None) -> None:
@@ -461,13 +493,18 @@ def validate_and_keep(s: Setup, state: TrainState, best_state: dict[str, torch.T
         trackers.log(record)
     value = result[tc.metric_for_best]
     improved = is_better(tc.metric_for_best, value, state.best_value)
+    state.stale = 0 if improved else state.stale + 1
+    if tc.early_stopping_patience and state.stale >= tc.early_stopping_patience:
+        state.stopped = (f"early stopping at step {state.step}: val {tc.metric_for_best} not better than "
+                         f"{state.best_value:.4f} (step {state.best_step}) in {state.stale} evaluations")
     if improved:
         state.best_value, state.best_record, state.best_step = value, record, state.step
         best_state = checkpoint.trainable_state(s.model)
         if s.procs.main:
             run.replace_folder(s.out / run.ADAPTER, lambda folder: save_best(s, folder, record))
     progress.write(f"step {state.step} epoch {epoch:.2f}: val loss {result['loss']:.4f} acc {result['accuracy']:.4f} "
-                   f"macro-F1 {result['macro_f1']:.4f}" + (" (best)" if improved else ""))
+                   f"macro-F1 {result['macro_f1']:.4f}" + (" (best)" if improved else "")
+                   + (f"; {state.stopped}" if state.stopped else ""))
     state.eval_seconds += time.perf_counter() - clock.mark
     clock.restart()
     if on_eval is not None:
@@ -516,6 +553,7 @@ def finish(s: Setup, state: TrainState, best_state: dict[str, torch.Tensor], sta
         "train_items": len(s.splits.train),
         "val_items": len(s.splits.val),
         "steps": state.step,
+        "stopped_early": state.stopped,
         "train_seconds": round(seconds, 2),
         "eval_seconds": round(state.eval_seconds, 2),
         "train_samples_per_s": round(state.seen / seconds, 2),
