@@ -17,7 +17,7 @@ LABELS = [2, 1, 3, 0]
 
 
 def labels_of(table, names=AG_NEWS_LABELS):
-    return encode_labels(table, names, "label").tolist()
+    return encode_labels(table, names).tolist()
 
 
 # ------------------------------------------------------------------ formats
@@ -109,7 +109,7 @@ def test_bad_files_fail_with_where_and_what(tmp_path, name, content, message):
     path.write_bytes(content)
     with pytest.raises(UserError, match=message) as info:
         table = read_file(path)
-        encode_labels(table, infer_label_names(table, AG_NEWS_LABELS, "label"), "label")
+        encode_labels(table, infer_label_names(table, AG_NEWS_LABELS))
     assert str(path) in str(info.value)
 
 
@@ -134,14 +134,14 @@ def test_nan_text_in_dataframe(tmp_path):
 
 def test_string_labels_without_names_are_sorted(tmp_path):
     table = read_file(write_csv(tmp_path / "d.csv", ["a", "b", "c"], ["spam", "ham", "spam"]))
-    names = infer_label_names(table, None, "label")
+    names = infer_label_names(table, None)
     assert names == ["ham", "spam"]
-    assert encode_labels(table, names, "label").tolist() == [1, 0, 1]
+    assert encode_labels(table, names).tolist() == [1, 0, 1]
 
 
 def test_integer_labels_without_names(tmp_path):
     table = read_file(write_csv(tmp_path / "d.csv", ["a", "b"], [0, 2]))
-    assert infer_label_names(table, None, "label") == ["0", "1", "2"]
+    assert infer_label_names(table, None) == ["0", "1", "2"]
 
 
 def test_names_and_ids_mix(tmp_path):
@@ -274,7 +274,7 @@ def test_unreachable_dataset_is_one_clear_error(tmp_path):
     from loraclf.data import load_hub
 
     with pytest.raises(UserError, match=r"cannot load dataset .*offline, use local files: --data.train_file"):
-        load_hub(str(tmp_path / "no-such-dataset"), "text", "label")
+        load_hub(str(tmp_path / "no-such-dataset"), "text")
 
 
 def test_collate_rounds_width_up_to_a_multiple():

@@ -35,7 +35,7 @@ from transformers import get_scheduler
 
 from loraclf import checkpoint, run
 from loraclf.config import AdaptConfig
-from loraclf.data import Encoded, encode, encode_labels, read_file
+from loraclf.data import Encoded, Schema, encode, encode_labels, read_file
 from loraclf.predict import softmax
 from loraclf.progress import Progress
 
@@ -82,8 +82,9 @@ class Target:
 
 def load_target(s) -> Target:
     data = s.config.data
-    table = read_file(data.unlabelled_file, data.text_column, data.label_column, data.allow_pickle)
-    labels = encode_labels(table, s.splits.label_names, data.label_column) if table.raw_labels is not None else None
+    schema = Schema.of(data)
+    table = read_file(data.unlabelled_file, schema, data.allow_pickle)
+    labels = encode_labels(table, s.splits.label_names, schema) if table.raw_labels is not None else None
     return Target(table.source, encode(s.tokenizer, table.texts, None, data.max_length), labels)
 
 

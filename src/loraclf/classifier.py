@@ -5,6 +5,9 @@
     clf.predict(["Stocks rally as oil falls"])      # ['Business']
     clf.predict_proba([...])                        # (n, classes) probabilities, rows sum to 1
 
+A multi_label run predicts a list of class names per text, and its probabilities are one sigmoid per class
+(rows do not sum to 1); a text-pair run takes (first, second) pairs instead of texts.
+
 evaluate, predict, serve, export and the benchmarks all go through it.
 `describe(folder)` reads what a folder holds without loading weights, so
 callers can check their data against it first.
@@ -20,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from loraclf.data import Schema, Text
 from loraclf.errors import UserError
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -33,10 +37,18 @@ class Description:
     kind: str  # run, merged, onnx or onnx-int8
     labels: list[str]
     max_length: int
-    text_column: str
-    label_column: str
+    schema: Schema  # the columns and the task its data had (files to evaluate or predict are read with it)
     precision: str  # the run's train.precision; exports run in fp32
     info: dict[str, Any] = field(default_factory=dict)  # base model, method, quantization, parameter counts
+    thresholds: list[float] | None = None  # multi_label: each class's decision threshold (None: 0.5 each)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.schema.task == "multi_label"
+
+    @property
+    def pairs(self) -> bool:
+        return self.schema.pair is not None
 
 
 def describe(folder: str | Path) -> Description:
@@ -46,15 +58,17 @@ def describe(folder: str | Path) -> Description:
     path = Path(folder)
     if (path / export.MANIFEST).is_file():
         m = export.read_manifest(path)
-        return Description(path, m["format"], m["label_names"], m["max_length"], m["text_column"],
-                           m.get("label_column", "label"), "fp32", m)
+        schema = Schema(**{k: tuple(v) if isinstance(v, list) else v for k, v in m["schema"].items()}) \
+            if "schema" in m else Schema(m["text_column"], m.get("label_column", "label"))
+        return Description(path, m["format"], m["label_names"], m["max_length"], schema, "fp32", m,
+                           m.get("thresholds"))
     _, config, labels = run.read_run_config(path)
     budget = path / run.BUDGET
-    return Description(path, "run", labels, config.data.max_length, config.data.text_column,
-                       config.data.label_column, config.train.precision,
+    return Description(path, "run", labels, config.data.max_length, Schema.of(config.data), config.train.precision,
                        {"base_model": config.model.name_or_path, "method": config.lora.method,
                         "quantization": config.quantization.bits or None,
-                        "parameters": json.loads(budget.read_text(encoding="utf-8")) if budget.is_file() else None})
+                        "parameters": json.loads(budget.read_text(encoding="utf-8")) if budget.is_file() else None},
+                       run.read_thresholds(path))
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -106,23 +120,48 @@ class Classifier:
     def labels(self) -> list[str]:
         return list(self.description.labels)
 
-    def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    @property
+    def multi_label(self) -> bool:
+        return self.description.multi_label
+
+    def logits(self, texts: list[Text], batch_size: int = 32) -> np.ndarray:
         """Raw logits, shape (len(texts), classes), in input order."""
         from loraclf.data import encode
         from loraclf.predict import predict_logits
 
-        encoded = encode(self.tokenizer, list(texts), None, self.description.max_length)
+        encoded = encode(self.tokenizer, self.check_inputs(texts), None, self.description.max_length)
         return predict_logits(self.model, encoded, batch_size, self.tokenizer.pad_token_id, self.device, self.dtype)
 
-    def predict_proba(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        """Class probabilities, shape (len(texts), classes); the numbers `loraclf predict` writes."""
+    def check_inputs(self, texts: list[Text]) -> list[Text]:
+        """The texts as the model takes them: strings, or (first, second) tuples for a text-pair model."""
+        items = [tuple(t) if isinstance(t, (list, tuple)) else t for t in texts]
+        for i, item in enumerate(items):
+            if self.description.pairs != isinstance(item, tuple) or (isinstance(item, tuple) and len(item) != 2):
+                wanted = "a pair of two texts [first, second]" if self.description.pairs else "a text (a string)"
+                raise UserError(f"texts[{i}]: this model classifies {wanted}; got {item!r:.80}")
+        return items
+
+    def predict_proba(self, texts: list[Text], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities, shape (len(texts), classes); the numbers `loraclf predict` writes. multi_label:
+        one independent probability per class."""
+        from loraclf.evaluate import sigmoid
         from loraclf.predict import softmax
 
-        return softmax(self.logits(texts, batch_size))
+        logits = self.logits(texts, batch_size)
+        return sigmoid(logits) if self.multi_label else softmax(logits)
 
-    def predict(self, texts: list[str], batch_size: int = 32) -> list[str]:
-        """The most probable class name of each text."""
-        return [self.labels[i] for i in self.logits(texts, batch_size).argmax(axis=1)]
+    def decide(self, probs: np.ndarray) -> list[str] | list[list[str]]:
+        """Class names from `predict_proba`'s probabilities: the most probable one per text, or (multi_label) each
+        class at or above its threshold."""
+        from loraclf.evaluate import decide
+
+        if self.multi_label:
+            return [[self.labels[c] for c in np.flatnonzero(row)] for row in decide(probs, self.description.thresholds)]
+        return [self.labels[i] for i in probs.argmax(axis=1)]
+
+    def predict(self, texts: list[Text], batch_size: int = 32) -> list[str] | list[list[str]]:
+        """The most probable class name of each text; multi_label: the list of its classes."""
+        return self.decide(self.predict_proba(texts, batch_size))
 
 
 def _load_run(path: Path, device: torch.device, dtype: torch.dtype | None, quantized: bool, merge: bool):
@@ -132,7 +171,7 @@ def _load_run(path: Path, device: torch.device, dtype: torch.dtype | None, quant
     from transformers import AutoTokenizer
 
     from loraclf import run
-    from loraclf.model import build_base, load_adapter
+    from loraclf.model import build_base, load_adapter, set_task
 
     _, config, labels = run.read_run_config(path)
     tokenizer = AutoTokenizer.from_pretrained(path / run.TOKENIZER)
@@ -140,7 +179,7 @@ def _load_run(path: Path, device: torch.device, dtype: torch.dtype | None, quant
     quantization = config.quantization if quantized and config.quantization.bits else None
     base = build_base(config.model, labels, base_folder=base_folder, quantization=quantization, device=device,
                       autocast=dtype)
-    model = load_adapter(base, path / run.ADAPTER)
+    model = load_adapter(set_task(base, config.data.task), path / run.ADAPTER)
     if quantization is not None:
         return model.eval(), tokenizer
     # PEFT 0.21 cannot unload VeRA or IA3 beside a trained head (modules_to_save): they run unmerged.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -240,9 +241,15 @@ def cmd_predict(args, overrides) -> None:
     if args.input and args.texts:
         raise UserError("predict: give texts as arguments or --input FILE, not both")
     about = describe(args.run_dir)
+    if about.multi_label and args.submission:
+        raise UserError("predict --submission: the ID,Label file has one label per text; this model is multi_label")
     if args.input:
-        table = read_file(args.input, args.text_column or about.text_column, about.label_column, args.allow_pickle)
+        schema = dataclasses.replace(about.schema, text=args.text_column or about.schema.text)
+        table = read_file(args.input, schema, args.allow_pickle)
     else:
+        if about.pairs:
+            raise UserError(f"predict: this model classifies text pairs; give --input FILE with columns "
+                            f"{about.schema.text!r} and {about.schema.pair!r}")
         if not args.texts and sys.stdin.isatty():
             raise UserError("predict: give texts as arguments, --input FILE, or texts on stdin, one per line")
         texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
@@ -250,11 +257,12 @@ def cmd_predict(args, overrides) -> None:
         check_texts(table)
     clf = Classifier.load(args.run_dir, precision=args.precision, quantized=not args.unquantized)
     probs = clf.predict_proba(table.texts, args.batch_size)
+    label_sets = clf.decide(probs) if clf.multi_label else None
     if args.output:
-        write_predictions(Path(args.output), probs, clf.labels, args.submission)
+        write_predictions(Path(args.output), probs, clf.labels, args.submission, label_sets)
         print(f"wrote {len(table.texts):,} predictions to {args.output}", file=sys.stderr)
     else:
-        sys.stdout.write(render(probs, clf.labels, "csv", args.submission))
+        sys.stdout.write(render(probs, clf.labels, "csv", args.submission, label_sets))
 
 
 def cmd_report(args, overrides) -> None:

@@ -37,12 +37,40 @@ FORMATS = {
 }
 
 
+@dataclass(frozen=True)
+class Schema:
+    """How the rows of a data source map to texts and labels (the data section's column and task keys)."""
+
+    text: str = "text"
+    label: str = "label"
+    pair: str | None = None  # the second text's column: texts are (text, pair) tuples
+    task: str = "single_label"
+    label_columns: tuple[str, ...] | None = None  # multi_label: one 0/1 column per class
+    separator: str = ";"  # multi_label: what joins labels in one string field
+    allow_empty: bool = False  # multi_label: rows without labels are allowed
+
+    @classmethod
+    def of(cls, cfg: DataConfig) -> "Schema":
+        return cls(cfg.text_column, cfg.label_column, cfg.text_pair_column, cfg.task,
+                   tuple(cfg.label_columns) if cfg.label_columns else None, cfg.label_separator,
+                   cfg.allow_empty_labels)
+
+    @property
+    def label_where(self) -> str:
+        """The label's column(s), for messages."""
+        return ", ".join(self.label_columns) if self.label_columns else self.label
+
+
+# A text is a string, or a (first, second) pair of strings where the data has data.text_pair_column.
+Text = str | tuple[str, str]
+
+
 @dataclass
 class Table:
     """Texts with raw labels (as found in the source) and where each row came from."""
 
     source: str
-    texts: list[str]
+    texts: list[Text]
     raw_labels: list[Any] | None
     label_names: list[str] | None = None
     # File line of each row where the format has lines (CSV, JSONL), for error messages.
@@ -55,14 +83,21 @@ class Table:
 
 @dataclass
 class Labelled:
-    texts: list[str]
-    labels: np.ndarray
-    # Token ids, once tokenized; subsets carry them along.
+    texts: list[Text]
+    labels: np.ndarray  # (n,) class ids, or (n, classes) 0/1 for multi_label
+    # Token ids (and the pair encoding's segment ids, where the tokenizer makes them), once tokenized; subsets
+    # carry them along.
     input_ids: list[list[int]] | None = None
+    token_type_ids: list[list[int]] | None = None
 
     def subset(self, index: np.ndarray) -> "Labelled":
-        ids = None if self.input_ids is None else [self.input_ids[i] for i in index]
-        return Labelled([self.texts[i] for i in index], self.labels[index], ids)
+        def pick(values):
+            return None if values is None else [values[i] for i in index]
+
+        return Labelled(pick(self.texts), self.labels[index], pick(self.input_ids), pick(self.token_type_ids))
+
+    def encoded(self) -> "Encoded":
+        return Encoded(self.input_ids, self.labels, self.token_type_ids)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -146,27 +181,25 @@ def _is_int(value: str) -> bool:
     return value.strip().lstrip("-").isdigit()
 
 
-def _read_csv(path: Path, text_column: str, label_column: str) -> Table:
+def _read_csv(path: Path, schema: Schema) -> Table:
     rows, lines = _csv_rows(path)
     if not rows:
         raise UserError(f"{path}: empty file, no rows")
     # A header never starts with a number; the AG News layout (no header) always does.
-    if len(rows[0]) == 3 and _is_int(rows[0][0]):
+    if len(rows[0]) == 3 and _is_int(rows[0][0]) and schema.pair is None and schema.task == "single_label":
         return _read_agnews_csv(path, rows, lines)
     header = [h.strip() for h in rows[0]]
-    if text_column in header:
+    if schema.text in header:
         width = len(header)
         for i, row in enumerate(rows[1:]):
             if len(row) != width:
                 raise UserError(
                     f"{path}: row {i + 1} (line {lines[i + 1]}): expected {width} fields like the header, got {len(row)}"
                 )
-        t = header.index(text_column)
-        texts = [row[t] for row in rows[1:]]
-        labels = [row[header.index(label_column)] for row in rows[1:]] if label_column in header else None
-        return Table(str(path), texts, labels, lines=lines[1:])
+        return _columns_table(str(path), header, lambda name: [row[header.index(name)] for row in rows[1:]], schema,
+                              lines=lines[1:])
     raise UserError(
-        f"{path}: no column {text_column!r} in the header {header} and not the AG News layout "
+        f"{path}: no column {schema.text!r} in the header {header} and not the AG News layout "
         "(no header; class, title, description); set --data.text_column"
     )
 
@@ -187,24 +220,25 @@ def _read_agnews_csv(path: Path, rows: list[list[str]], lines: list[int]) -> Tab
     return Table(str(path), texts, labels, label_names=list(AG_NEWS_LABELS), lines=lines)
 
 
-def _records_table(source: str, records: list[Any], text_column: str, label_column: str, lines=None) -> Table:
-    texts, labels = [], []
-    has_labels = bool(records) and isinstance(records[0], dict) and label_column in records[0]
+def _records_table(source: str, records: list[Any], schema: Schema, lines=None) -> Table:
+    """Records (JSON objects) checked row by row, then read as columns."""
+    first = records[0] if records and isinstance(records[0], dict) else {}
+    labels = list(schema.label_columns) if schema.label_columns else [schema.label]
+    # Labels are read where the first row has them; then every row must.
+    required = [schema.text] + ([schema.pair] if schema.pair else []) + [c for c in labels if c in first]
     for i, record in enumerate(records):
         where = f"{source}: row {i + 1}" + (f" (line {lines[i]})" if lines else "")
         if not isinstance(record, dict):
-            raise UserError(f"{where}: expected an object with {text_column!r}, got {type(record).__name__}")
-        if text_column not in record:
-            raise UserError(f"{where}: missing column {text_column!r} (has {sorted(record)})")
-        texts.append(record[text_column])
-        if has_labels:
-            if label_column not in record:
-                raise UserError(f"{where}: missing column {label_column!r} (has {sorted(record)})")
-            labels.append(record[label_column])
-    return Table(source, texts, labels if has_labels else None, lines=lines)
+            raise UserError(f"{where}: expected an object with {schema.text!r}, got {type(record).__name__}")
+        for column in required:
+            if column not in record:
+                hint = "; set --data.text_pair_column" if column == schema.pair else ""
+                raise UserError(f"{where}: missing column {column!r} (has {sorted(record)}){hint}")
+    return _columns_table(source, required, lambda name: [record[name] for record in records], schema,
+                          lines=lines)
 
 
-def _read_jsonl(path: Path, text_column: str, label_column: str) -> Table:
+def _read_jsonl(path: Path, schema: Schema) -> Table:
     records, lines = [], []
     for number, line in enumerate(_read_text(path).splitlines(), start=1):
         if not line.strip():
@@ -214,29 +248,33 @@ def _read_jsonl(path: Path, text_column: str, label_column: str) -> Table:
         except json.JSONDecodeError as exc:
             raise UserError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
         lines.append(number)
-    return _records_table(str(path), records, text_column, label_column, lines)
+    return _records_table(str(path), records, schema, lines)
 
 
-def _read_json(path: Path, text_column: str, label_column: str) -> Table:
+def _read_json(path: Path, schema: Schema) -> Table:
     text = _read_text(path)
     if not text.lstrip().startswith("["):
-        return _read_jsonl(path, text_column, label_column)
+        return _read_jsonl(path, schema)
     try:
         records = json.loads(text)
     except json.JSONDecodeError as exc:
         raise UserError(f"{path}: line {exc.lineno}: not valid JSON ({exc.msg})") from None
-    return _records_table(str(path), records, text_column, label_column)
+    return _records_table(str(path), records, schema)
 
 
 def _hf_label_names(features: Any, label_column: str) -> list[str] | None:
     feature = features.get(label_column) if hasattr(features, "get") else None
     names = getattr(feature, "names", None)
+    if names is None:
+        # A multi-label column: a Sequence (or list) of ClassLabel.
+        inner = getattr(feature, "feature", None) or (feature[0] if isinstance(feature, list) and feature else None)
+        names = getattr(inner, "names", None)
     if names is None and isinstance(feature, dict):
         names = feature.get("names")
     return list(names) if names else None
 
 
-def _read_parquet(path: Path, text_column: str, label_column: str) -> Table:
+def _read_parquet(path: Path, schema: Schema) -> Table:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -244,8 +282,8 @@ def _read_parquet(path: Path, text_column: str, label_column: str) -> Table:
         table = pq.read_table(path)
     except (pa.ArrowInvalid, OSError) as exc:
         raise UserError(f"{path}: not a readable Parquet file ({str(exc).splitlines()[0]})") from None
-    return _columns_table(str(path), table.column_names, table.column, text_column, label_column,
-                          _parquet_label_names(table.schema.metadata or {}, label_column))
+    return _columns_table(str(path), table.column_names, lambda name: table.column(name).to_pylist(), schema,
+                          _parquet_label_names(table.schema.metadata or {}, schema.label))
 
 
 def _parquet_label_names(metadata: dict, label_column: str) -> list[str] | None:
@@ -260,19 +298,30 @@ def _parquet_label_names(metadata: dict, label_column: str) -> list[str] | None:
     return _hf_label_names(features, label_column)
 
 
-def _columns_table(source, columns, get, text_column, label_column, label_names) -> Table:
-    if text_column not in columns:
-        raise UserError(f"{source}: missing column {text_column!r} (has {list(columns)}); set --data.text_column")
+def _columns_table(source: str, columns: list[str], get: Callable[[str], list[Any]], schema: Schema,
+                   label_names: list[str] | None = None, lines: list[int] | None = None) -> Table:
+    """The schema's columns out of a source read column by column (`get(name)` lists a column)."""
+    for column, key in ((schema.text, "text_column"), (schema.pair, "text_pair_column")):
+        if column is not None and column not in columns:
+            raise UserError(f"{source}: missing column {column!r} (has {list(columns)}); set --data.{key}")
+    texts = get(schema.text)
+    if schema.pair is not None:
+        texts = list(zip(texts, get(schema.pair)))
+    labels = None
+    if schema.label_columns:
+        present = [c for c in schema.label_columns if c in columns]
+        if present and len(present) < len(schema.label_columns):
+            missing = next(c for c in schema.label_columns if c not in columns)
+            raise UserError(f"{source}: missing label column {missing!r} of data.label_columns (has {list(columns)})")
+        if present:
+            labels = list(zip(*(get(c) for c in schema.label_columns)))
+        label_names = list(schema.label_columns)
+    elif schema.label in columns:
+        labels = get(schema.label)
+    return Table(source, texts, labels, label_names=label_names, lines=lines)
 
-    def as_list(col):
-        values = get(col)
-        return values.to_pylist() if hasattr(values, "to_pylist") else list(values)
 
-    labels = as_list(label_column) if label_column in columns else None
-    return Table(source, as_list(text_column), labels, label_names=label_names)
-
-
-def _read_pickle(path: Path, text_column: str, label_column: str, allow_pickle: bool) -> Table:
+def _read_pickle(path: Path, schema: Schema, allow_pickle: bool) -> Table:
     if not allow_pickle:
         raise UserError(
             f"{path}: refusing to unpickle: loading a pickle runs code from the file; "
@@ -283,31 +332,29 @@ def _read_pickle(path: Path, text_column: str, label_column: str, allow_pickle: 
             obj = pickle.load(handle)  # noqa: S301 - the user opted in with --allow-pickle
     except Exception as exc:  # any failure inside unpickling is the file's fault
         raise UserError(f"{path}: not a readable pickle ({type(exc).__name__}: {exc})") from None
-    return _object_table(str(path), obj, text_column, label_column)
+    return _object_table(str(path), obj, schema)
 
 
-def _object_table(source: str, obj: Any, text_column: str, label_column: str) -> Table:
+def _object_table(source: str, obj: Any, schema: Schema) -> Table:
     """A datasets.Dataset, pandas DataFrame, dict of columns, or list of texts/records."""
     if hasattr(obj, "column_names") and hasattr(obj, "features"):  # datasets.Dataset
-        return _columns_table(source, obj.column_names, obj.__getitem__, text_column, label_column,
-                              _hf_label_names(obj.features, label_column))
+        return _columns_table(source, obj.column_names, lambda name: list(obj[name]), schema,
+                              _hf_label_names(obj.features, schema.label))
     if hasattr(obj, "columns") and hasattr(obj, "to_dict"):  # pandas.DataFrame
-        return _columns_table(source, list(obj.columns), lambda c: obj[c].tolist(), text_column,
-                              label_column, None)
+        return _columns_table(source, list(obj.columns), lambda name: obj[name].tolist(), schema)
     if isinstance(obj, dict):
-        return _columns_table(source, list(obj), obj.__getitem__, text_column, label_column, None)
-    if isinstance(obj, list) and all(isinstance(x, str) for x in obj):
+        return _columns_table(source, list(obj), lambda name: list(obj[name]), schema)
+    if isinstance(obj, list) and all(isinstance(x, str) for x in obj) and schema.pair is None:
         return Table(source, list(obj), None)
     if isinstance(obj, list):
-        return _records_table(source, obj, text_column, label_column)
+        return _records_table(source, obj, schema)
     raise UserError(
-        f"{source}: unsupported object {type(obj).__name__}; expected a datasets.Dataset, a DataFrame, "
-        "a dict of columns or a list"
+        f"{source}: unpickled a {type(obj).__name__}; expected a datasets.Dataset, a pandas DataFrame, "
+        "a dict of columns, or a list"
     )
 
 
-def read_file(path: str | Path, text_column: str = "text", label_column: str = "label",
-              allow_pickle: bool = False) -> Table:
+def read_file(path: str | Path, schema: Schema = Schema(), allow_pickle: bool = False) -> Table:
     """Read a local file into a Table, checking that it exists and that its texts are present."""
     path = Path(path)
     if not path.exists():
@@ -317,33 +364,29 @@ def read_file(path: str | Path, text_column: str = "text", label_column: str = "
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file")
     kind = FORMATS.get(path.suffix.lower())
-    if kind is None:
-        raise UserError(f"{path}: unknown format {path.suffix!r}; use one of {', '.join(sorted(FORMATS))}")
-    if kind == "csv":
-        table = _read_csv(path, text_column, label_column)
-    elif kind == "jsonl":
-        table = _read_jsonl(path, text_column, label_column)
-    elif kind == "json":
-        table = _read_json(path, text_column, label_column)
-    elif kind == "parquet":
-        table = _read_parquet(path, text_column, label_column)
+    if kind == "pickle":
+        table = _read_pickle(path, schema, allow_pickle)
+    elif kind is not None:
+        table = {"csv": _read_csv, "jsonl": _read_jsonl, "json": _read_json, "parquet": _read_parquet}[kind](path,
+                                                                                                            schema)
     else:
-        table = _read_pickle(path, text_column, label_column, allow_pickle)
-    check_texts(table, text_column)
+        raise UserError(f"{path}: unknown format {path.suffix!r}; use one of {', '.join(sorted(FORMATS))}")
+    check_texts(table, schema)
     return table
 
 
-def check_texts(table: Table, text_column: str = "text") -> None:
+def check_texts(table: Table, schema: Schema = Schema()) -> None:
     if not table.texts:
         raise UserError(f"{table.source}: no rows")
     for i, text in enumerate(table.texts):
-        if _missing_text(text):
-            raise UserError(f"{table.where(i)}, column {text_column!r}: empty or missing text ({text!r})")
-        if not isinstance(text, str):
-            raise UserError(f"{table.where(i)}, column {text_column!r}: expected text, got {text!r}")
+        for column, part in zip((schema.text, schema.pair), text if isinstance(text, tuple) else (text,)):
+            if _missing_text(part):
+                raise UserError(f"{table.where(i)}, column {column!r}: empty or missing text ({part!r})")
+            if not isinstance(part, str):
+                raise UserError(f"{table.where(i)}, column {column!r}: expected text, got {part!r}")
 
 
-def load_hub(dataset: str, text_column: str, label_column: str) -> dict[str, Table]:
+def load_hub(dataset: str, schema: Schema) -> dict[str, Table]:
     """All splits of a hub dataset (needs the network, or the local `datasets` cache)."""
     import datasets
 
@@ -357,8 +400,8 @@ def load_hub(dataset: str, text_column: str, label_column: str) -> dict[str, Tab
         ) from None
     tables = {}
     for name, split in splits.items():
-        table = _object_table(f"{dataset}[{name}]", split, text_column, label_column)
-        check_texts(table, text_column)
+        table = _object_table(f"{dataset}[{name}]", split, schema)
+        check_texts(table, schema)
         tables[name] = table
     return tables
 
@@ -370,31 +413,37 @@ def label_names_of(data: DataConfig) -> list[str]:
     """Class names without tokenizing: from the config, or read off the training data."""
     if data.label_names:
         return list(data.label_names)
+    if data.label_columns:
+        return list(data.label_columns)
+    schema = Schema.of(data)
     if data.train_file:
-        table = read_file(data.train_file, data.text_column, data.label_column, data.allow_pickle)
+        table = read_file(data.train_file, schema, data.allow_pickle)
     else:
-        table = load_hub(data.dataset, data.text_column, data.label_column)["train"]
-    return infer_label_names(table, None, data.label_column)
+        table = load_hub(data.dataset, schema)["train"]
+    return infer_label_names(table, None, schema)
 
 
-def infer_label_names(table: Table, configured: list[str] | None, label_column: str) -> list[str]:
+def infer_label_names(table: Table, configured: list[str] | None, schema: Schema = Schema()) -> list[str]:
     """Class names in id order: from the config, the source, or the sorted distinct labels."""
     if configured:
         return list(configured)
     if table.label_names:
         return list(table.label_names)
     if table.raw_labels is None:
-        raise UserError(f"{table.source}: no label column {label_column!r}")
+        raise UserError(f"{table.source}: no label column {schema.label!r}")
     values = set()
     for i, raw in enumerate(table.raw_labels):
-        value = _label_value(raw)
-        if value is None:
-            raise UserError(f"{table.where(i)}, column {label_column!r}: missing label ({raw!r})")
-        values.add(value)
+        found = _label_set(table, i, schema) if schema.task == "multi_label" else [_label_value(raw)]
+        if None in found:
+            raise UserError(f"{table.where(i)}, column {schema.label!r}: missing label ({raw!r})")
+        values.update(found)
+    if not values:
+        raise UserError(f"{table.source}, column {schema.label!r}: no row has a label")
     if all(isinstance(v, int) for v in values):
         if min(values) < 0:
-            bad = table.raw_labels.index(next(r for r in table.raw_labels if _label_value(r) == min(values)))
-            raise UserError(f"{table.where(bad)}, column {label_column!r}: negative label {min(values)}")
+            bad = next(i for i, raw in enumerate(table.raw_labels) if min(values) in
+                       (_label_set(table, i, schema) if schema.task == "multi_label" else [_label_value(raw)]))
+            raise UserError(f"{table.where(bad)}, column {schema.label!r}: negative label {min(values)}")
         return [str(i) for i in range(max(values) + 1)]
     return sorted(str(v) for v in values)
 
@@ -411,21 +460,60 @@ def _label_value(raw: Any) -> int | str | None:
     return int(value) if _is_int(value) else value
 
 
-def encode_labels(table: Table, label_names: list[str], label_column: str) -> np.ndarray:
-    """Map raw labels (ids or names) to ids in [0, len(label_names)), failing on the first bad one."""
+def _zero_one(value: Any) -> int | None:
+    """1 or 0 for a 0/1 cell (1, 0.0, "1", true), else None."""
+    if isinstance(value, (bool, np.bool_)):
+        return int(value)
+    number = _label_value(value)
+    return number if number in (0, 1) and not isinstance(number, str) else None
+
+
+def _label_set(table: Table, i: int, schema: Schema) -> list[int | str | None]:
+    """A multi-label row's labels: ids or names (None: one is missing), from a list, a joined string, or the
+    row's 0/1 columns (then class ids)."""
+    raw = table.raw_labels[i]
+    if schema.label_columns:
+        ids = []
+        for column, value in zip(schema.label_columns, raw):
+            bit = _zero_one(value)
+            if bit is None:
+                raise UserError(f"{table.where(i)}, column {column!r}: {value!r} is not 0 or 1")
+            if bit:
+                ids.append(schema.label_columns.index(column))
+        return ids
+    if isinstance(raw, str):
+        return [_label_value(part) for part in raw.split(schema.separator) if part.strip()]
+    if isinstance(raw, (list, tuple, np.ndarray)):
+        return [_label_value(value) for value in raw]
+    return [] if raw is None or _missing_text(raw) else [_label_value(raw)]
+
+
+def encode_labels(table: Table, label_names: list[str], schema: Schema = Schema()) -> np.ndarray:
+    """Map raw labels (ids or names) to ids in [0, len(label_names)), failing on the first bad one; multi_label:
+    a (rows, classes) 0/1 matrix."""
     if table.raw_labels is None:
-        raise UserError(f"{table.source}: no label column {label_column!r}")
+        raise UserError(f"{table.source}: no label column {schema.label_where!r}")
     by_name = {name: i for i, name in enumerate(label_names)}
-    ids = np.empty(len(table.raw_labels), dtype=np.int64)
+    multi = schema.task == "multi_label"
+    ids = np.zeros((len(table.raw_labels), len(label_names)), np.float32) if multi else \
+        np.empty(len(table.raw_labels), dtype=np.int64)
     for i, raw in enumerate(table.raw_labels):
-        value = _label_value(raw)
-        label = by_name.get(value) if isinstance(value, str) else value
-        if label is None or not 0 <= label < len(label_names):
-            raise UserError(
-                f"{table.where(i)}, column {label_column!r}: label {raw!r} is not a class id "
-                f"0-{len(label_names) - 1} or one of {label_names}"
-            )
-        ids[i] = label
+        values = _label_set(table, i, schema) if multi else [_label_value(raw)]
+        if multi and not values and not schema.allow_empty:
+            raise UserError(f"{table.where(i)}, column {schema.label_where!r}: no label ({raw!r}); set "
+                            "data.allow_empty_labels true if a text may belong to no class")
+        for value in values:
+            label = by_name.get(value) if isinstance(value, str) else value
+            if label is None or not 0 <= label < len(label_names):
+                shown = value if multi else raw
+                raise UserError(
+                    f"{table.where(i)}, column {schema.label!r}: label {shown!r} is not a class id "
+                    f"0-{len(label_names) - 1} or one of {label_names}"
+                )
+            if multi:
+                ids[i, label] = 1
+            else:
+                ids[i] = label
     return ids
 
 
@@ -433,6 +521,8 @@ def encode_labels(table: Table, label_names: list[str], label_column: str) -> np
 
 
 def _stratify(labels: np.ndarray) -> np.ndarray | None:
+    if labels.ndim > 1:
+        return None  # label sets: a random split (stratifying every combination would leave most unsplittable)
     counts = np.bincount(labels)
     return labels if counts[counts > 0].min() >= 2 else None
 
@@ -452,9 +542,16 @@ def split(data: Labelled, fraction_or_count: float, seed: int, what: str) -> tup
     return data.subset(np.sort(rest)), data.subset(np.sort(part))
 
 
-def tokenize(tokenizer, texts: list[str], max_length: int) -> list[list[int]]:
-    """Tokenize once, truncating; padding happens per batch."""
-    return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+def tokenize(tokenizer, texts: list[Text], max_length: int) -> tuple[list[list[int]], list[list[int]] | None]:
+    """Token ids, and segment ids for pairs where the tokenizer makes them; once, truncated, padded per batch.
+
+    Pairs are the tokenizer's pair encoding, cut longest_first: the longer text loses tokens first.
+    """
+    if not texts or not isinstance(texts[0], tuple):
+        return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"], None
+    first, second = (list(part) for part in zip(*texts))
+    encoded = tokenizer(first, second, truncation="longest_first", max_length=max_length)
+    return encoded["input_ids"], encoded.get("token_type_ids")
 
 
 def length_filter(data: Labelled, lengths: np.ndarray, percentiles: list[float]) -> tuple[Labelled, FilterReport]:
@@ -468,11 +565,11 @@ def load_splits(cfg: DataConfig, tokenizer, log: Callable[[str], None] = print) 
     """Train / validation (tokenized) / optional test (text), labels encoded, length filter applied."""
     if cfg.test_size and cfg.test_file:
         raise UserError("config: data.test_size and data.test_file are both set; choose one test set")
-    test_table = None
+    test_table, schema = None, Schema.of(cfg)
     if cfg.train_file:
-        train_table = read_file(cfg.train_file, cfg.text_column, cfg.label_column, cfg.allow_pickle)
+        train_table = read_file(cfg.train_file, schema, cfg.allow_pickle)
     else:
-        hub = load_hub(cfg.dataset, cfg.text_column, cfg.label_column)
+        hub = load_hub(cfg.dataset, schema)
         if "train" not in hub:
             raise UserError(f"dataset {cfg.dataset!r} has no train split (has {sorted(hub)})")
         train_table = hub["train"]
@@ -482,22 +579,22 @@ def load_splits(cfg: DataConfig, tokenizer, log: Callable[[str], None] = print) 
                                 f"(has {sorted(hub)}); set data.test_split null for none")
             test_table = hub.get(cfg.test_split)
     if cfg.test_file:
-        test_table = read_file(cfg.test_file, cfg.text_column, cfg.label_column, cfg.allow_pickle)
+        test_table = read_file(cfg.test_file, schema, cfg.allow_pickle)
 
-    label_names = infer_label_names(train_table, cfg.label_names, cfg.label_column)
-    train = Labelled(train_table.texts, encode_labels(train_table, label_names, cfg.label_column))
+    label_names = infer_label_names(train_table, cfg.label_names, schema)
+    train = Labelled(train_table.texts, encode_labels(train_table, label_names, schema))
     test = None
     sources = {"train": train_table.source}
     if cfg.test_size:
         train, test = split(train, cfg.test_size, cfg.split_seed, f"test part of {train_table.source}")
         sources["test"] = f"{train_table.source} (held out {len(test)})"
     elif test_table is not None:
-        test = Labelled(test_table.texts, encode_labels(test_table, label_names, cfg.label_column))
+        test = Labelled(test_table.texts, encode_labels(test_table, label_names, schema))
         sources["test"] = test_table.source
 
-    train.input_ids = tokenize(tokenizer, train.texts, cfg.max_length)
+    train.input_ids, train.token_type_ids = tokenize(tokenizer, train.texts, cfg.max_length)
     report = None
-    if cfg.length_filter is not None:
+    if cfg.length_filter is not None:  # a pair's length is both texts' tokens together
         lengths = np.array([len(ids) for ids in train.input_ids])
         train, report = length_filter(train, lengths, cfg.length_filter)
         log(report.describe())
@@ -509,21 +606,38 @@ def load_splits(cfg: DataConfig, tokenizer, log: Callable[[str], None] = print) 
 
 
 class Encoded(torch.utils.data.Dataset):
-    """Token ids computed once; items are (ids, label)."""
+    """Token ids computed once; items are (ids, label, segment ids or None).
 
-    def __init__(self, input_ids: list[list[int]], labels: np.ndarray | None = None):
+    A label is a class id (-1 without labels), or a 0/1 row of the classes (multi_label).
+    """
+
+    def __init__(self, input_ids: list[list[int]], labels: np.ndarray | None = None,
+                 token_type_ids: list[list[int]] | None = None):
         self.input_ids = input_ids
         self.labels = labels
+        self.token_type_ids = token_type_ids
 
     def __len__(self) -> int:
         return len(self.input_ids)
 
-    def __getitem__(self, i: int) -> tuple[list[int], int]:
-        return self.input_ids[i], (-1 if self.labels is None else int(self.labels[i]))
+    def __getitem__(self, i: int) -> tuple[list[int], int | np.ndarray, list[int] | None]:
+        if self.labels is None:
+            label = -1
+        else:
+            label = self.labels[i] if self.labels.ndim > 1 else int(self.labels[i])
+        return self.input_ids[i], label, None if self.token_type_ids is None else self.token_type_ids[i]
+
+    def subset(self, index) -> "Encoded":
+        def pick(values):
+            return None if values is None else [values[i] for i in index]
+
+        return Encoded(pick(self.input_ids), None if self.labels is None else self.labels[index],
+                       pick(self.token_type_ids))
 
 
-def encode(tokenizer, texts: list[str], labels: np.ndarray | None, max_length: int) -> Encoded:
-    return Encoded(tokenize(tokenizer, texts, max_length), labels)
+def encode(tokenizer, texts: list[Text], labels: np.ndarray | None, max_length: int) -> Encoded:
+    input_ids, token_type_ids = tokenize(tokenizer, texts, max_length)
+    return Encoded(input_ids, labels, token_type_ids)
 
 
 def collate(pad_id: int, multiple: int = 1) -> Callable[[list[tuple[list[int], int]]], dict[str, torch.Tensor]]:
@@ -537,8 +651,16 @@ def collate(pad_id: int, multiple: int = 1) -> Callable[[list[tuple[list[int], i
         if extra:
             input_ids = torch.nn.functional.pad(input_ids, (0, extra), value=pad_id)
         attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
-        labels = torch.tensor([item[1] for item in batch], dtype=torch.long)
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if isinstance(batch[0][1], np.ndarray):  # multi_label: 0/1 rows, the float targets of BCE
+            labels = torch.from_numpy(np.stack([item[1] for item in batch])).float()
+        else:
+            labels = torch.tensor([item[1] for item in batch], dtype=torch.long)
+        padded = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+        if batch[0][2] is not None:
+            types = [torch.tensor(item[2], dtype=torch.long) for item in batch]
+            types = torch.nn.utils.rnn.pad_sequence(types, batch_first=True, padding_value=0)
+            padded["token_type_ids"] = torch.nn.functional.pad(types, (0, input_ids.shape[1] - types.shape[1]))
+        return padded
 
     return pad
 

@@ -7,11 +7,24 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    hamming_loss,
+    multilabel_confusion_matrix,
+    precision_recall_fscore_support,
+)
 
 
-def metrics(labels: np.ndarray, logits: np.ndarray, label_names: list[str]) -> dict[str, Any]:
-    """Accuracy, macro-F1, loss, per-class precision/recall/F1/support and the confusion matrix."""
+def metrics(labels: np.ndarray, logits: np.ndarray, label_names: list[str],
+            thresholds: list[float] | None = None) -> dict[str, Any]:
+    """Accuracy, macro- and micro-F1, loss, per-class precision/recall/F1/support and the confusion matrix.
+
+    Labels of shape (n, classes) are multi_label: see `multi_label_metrics` (`thresholds` applies to them).
+    """
+    if labels.ndim > 1:
+        return multi_label_metrics(labels, logits, label_names, thresholds)
     preds = logits.argmax(axis=1)
     ids = list(range(len(label_names)))
     precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
@@ -19,6 +32,7 @@ def metrics(labels: np.ndarray, logits: np.ndarray, label_names: list[str]) -> d
     return {
         "accuracy": float(accuracy_score(labels, preds)),
         "macro_f1": float(f1_score(labels, preds, labels=ids, average="macro", zero_division=0)),
+        "micro_f1": float(f1_score(labels, preds, labels=ids, average="micro", zero_division=0)),
         "loss": loss,
         "count": int(len(labels)),
         "per_class": {
@@ -35,9 +49,74 @@ def metrics(labels: np.ndarray, logits: np.ndarray, label_names: list[str]) -> d
     }
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    return torch.sigmoid(torch.from_numpy(logits).float()).numpy()
+
+
+def decide(probs: np.ndarray, thresholds: list[float] | None) -> np.ndarray:
+    """multi_label: 1 where a class's probability reaches its threshold (0.5 without thresholds)."""
+    return (probs >= (0.5 if thresholds is None else np.asarray(thresholds))).astype(np.int64)
+
+
+def multi_label_metrics(labels: np.ndarray, logits: np.ndarray, label_names: list[str],
+                        thresholds: list[float] | None = None) -> dict[str, Any]:
+    """Subset accuracy (`accuracy`), micro-, macro- and samples-F1, Hamming loss, the mean binary cross-entropy
+    (`loss`), per-class scores and one 2x2 confusion matrix per class ([[TN, FP], [FN, TP]], scikit-learn's
+    layout). A text with no true and no predicted class counts as right in samples-F1."""
+    truth = labels.astype(np.int64)
+    preds = decide(sigmoid(logits), thresholds)
+    precision, recall, f1, support = precision_recall_fscore_support(truth, preds, zero_division=0)
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(torch.from_numpy(logits).float(),
+                                                                torch.from_numpy(labels).float()).item()
+    used = [0.5] * len(label_names) if thresholds is None else [float(t) for t in thresholds]
+    return {
+        "accuracy": float(accuracy_score(truth, preds)),
+        "micro_f1": float(f1_score(truth, preds, average="micro", zero_division=0)),
+        "macro_f1": float(f1_score(truth, preds, average="macro", zero_division=0)),
+        "samples_f1": float(f1_score(truth, preds, average="samples", zero_division=1)),
+        "hamming_loss": float(hamming_loss(truth, preds)),
+        "loss": loss,
+        "count": int(len(labels)),
+        "per_class": {
+            name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
+                   "support": int(support[i]), "threshold": used[i]}
+            for i, name in enumerate(label_names)
+        },
+        "labels": list(label_names),
+        "thresholds": used,
+        "confusion_matrix": multilabel_confusion_matrix(truth, preds).tolist(),
+    }
+
+
+# Candidate thresholds for tune_thresholds: a grid keeps the choice stable on small validation sets.
+THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
+
+
+def tune_thresholds(labels: np.ndarray, logits: np.ndarray) -> list[float]:
+    """Per class, the grid threshold with the best F1 on these (validation) items; ties go to the one nearest 0.5."""
+    probs = sigmoid(logits)
+    by_nearness = THRESHOLD_GRID[np.argsort(np.abs(THRESHOLD_GRID - 0.5), kind="stable")]
+    chosen = []
+    for c in range(labels.shape[1]):
+        scores = [f1_score(labels[:, c].astype(np.int64), (probs[:, c] >= t).astype(np.int64), zero_division=0)
+                  for t in by_nearness]
+        chosen.append(float(by_nearness[int(np.argmax(scores))]))
+    return chosen
+
+
 def confident_mistakes(texts: list[str], labels: np.ndarray, logits: np.ndarray, label_names: list[str],
-                       count: int = 20) -> list[dict[str, Any]]:
-    """The `count` wrong predictions made with the highest probability, most confident first."""
+                       count: int = 20, thresholds: list[float] | None = None) -> list[dict[str, Any]]:
+    """The `count` wrong predictions made with the highest probability, most confident first (multi_label: the
+    texts whose most confident wrong class decision is most confident)."""
+    if labels.ndim > 1:
+        probs = sigmoid(logits)
+        preds = decide(probs, thresholds)
+        confidence = np.where(preds != labels, np.where(preds == 1, probs, 1 - probs), -1.0).max(axis=1)
+        order = np.argsort(-confidence, kind="stable")[: int((confidence >= 0).sum())][:count]
+        return [{"index": int(i), "text": texts[i],
+                 "label": [label_names[c] for c in np.flatnonzero(labels[i])],
+                 "predicted": [label_names[c] for c in np.flatnonzero(preds[i])],
+                 "confidence": round(float(confidence[i]), 4)} for i in order]
     probs = torch.softmax(torch.from_numpy(logits).float(), dim=-1).numpy()
     preds = probs.argmax(axis=1)
     wrong = np.flatnonzero(preds != labels)
@@ -54,6 +133,19 @@ def confusion_figure(matrix: list[list[int]], label_names: list[str], title: str
     import matplotlib.pyplot as plt
     from sklearn.metrics import ConfusionMatrixDisplay
 
+    if np.ndim(matrix) == 3:  # multi_label: one 2x2 matrix per class
+        columns = min(4, len(label_names))
+        rows = -(-len(label_names) // columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.6 * rows + 0.4), squeeze=False)
+        for ax, name, pair in zip(axes.flat, label_names, matrix):
+            ConfusionMatrixDisplay(np.array(pair), display_labels=["no", "yes"]).plot(ax=ax, cmap="Blues",
+                                                                                       colorbar=False)
+            ax.set_title(name, fontsize=9)
+        for ax in list(axes.flat)[len(label_names):]:
+            ax.axis("off")
+        fig.suptitle(title)
+        fig.tight_layout()
+        return fig
     size = max(4.0, 0.9 * len(label_names) + 2)
     fig, ax = plt.subplots(figsize=(size, size))
     ConfusionMatrixDisplay(np.array(matrix), display_labels=label_names).plot(
@@ -82,12 +174,12 @@ def evaluate_files(run_dir: str | Path, files: list[str], output: str | None = N
         raise UserError(f"evaluate --data: two files are named {twice[0]!r}; their results would overwrite each "
                         "other in RUN_DIR/eval_<data>.json (rename one)")
     about = describe(run_dir)
-    tables = [read_file(f, about.text_column, about.label_column, allow_pickle) for f in files]
-    labels = [encode_labels(table, about.labels, about.label_column) for table in tables]
+    tables = [read_file(f, about.schema, allow_pickle) for f in files]
+    labels = [encode_labels(table, about.labels, about.schema) for table in tables]
     clf = Classifier.load(run_dir, precision=precision, quantized=quantized)
     results = []
     for name, table, truth in zip(files, tables, labels):
-        result = metrics(truth, clf.logits(table.texts, batch_size), clf.labels)
+        result = metrics(truth, clf.logits(table.texts, batch_size), clf.labels, about.thresholds)
         result |= {"data": str(name), "run": str(about.path)}
         path = Path(output) if output else about.path / f"eval_{Path(name).stem}.json"
         run.write_json(path, result)

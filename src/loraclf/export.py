@@ -5,12 +5,14 @@
       tokenizer files       the run's tokenizer
       merged:  config.json + model.safetensors (adapter folded into the weights, head included);
                loads with AutoModelForSequenceClassification.from_pretrained, no peft needed
-      onnx:    model.onnx (inputs input_ids, attention_mask; output logits; batch and length dynamic),
+      onnx:    model.onnx (inputs input_ids, attention_mask, and token_type_ids for a text-pair model whose
+               tokenizer makes them; output logits; batch and length dynamic),
                with --int8 dynamically quantized (int8 weights, for CPU) by onnxruntime
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 import warnings
@@ -29,14 +31,16 @@ FORMATS = ("merged", "onnx")
 
 
 class LogitsOnly(torch.nn.Module):
-    """(input_ids, attention_mask) -> logits: the graph ONNX gets, with plain tensor inputs and output."""
+    """(input_ids, attention_mask[, token_type_ids]) -> logits: the graph ONNX gets, plain tensors in and out."""
 
     def __init__(self, model: torch.nn.Module):
         super().__init__()
         self.model = model
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None) -> torch.Tensor:
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        return self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).logits
 
 
 def _plain_attention(model: torch.nn.Module) -> None:
@@ -73,7 +77,8 @@ def export(run_dir: str | Path, fmt: str, output: str | Path, int8: bool = False
         "format": "onnx-int8" if int8 else fmt, "label_names": label_names,
         "max_length": config.data.max_length, "text_column": config.data.text_column,
         "label_column": config.data.label_column, "base_model": config.model.name_or_path,
-        "pooling": config.model.pooling,
+        "pooling": config.model.pooling, "task": config.data.task, "schema": dataclasses.asdict(trained.description.schema),
+        "thresholds": trained.description.thresholds,
         "run": str(Path(run_dir).resolve()), "parameters": _parameters(Path(run_dir)),
     }
 
@@ -85,7 +90,7 @@ def export(run_dir: str | Path, fmt: str, output: str | Path, int8: bool = False
             fold_low_rank(model)  # the low-rank head as one dense layer: the stock head class loads it
             model.save_pretrained(folder)
         else:
-            _export_onnx(model, trained.tokenizer, folder / ONNX_FILE, int8)
+            _export_onnx(model, trained.tokenizer, folder / ONNX_FILE, int8, trained.description.pairs)
         run.write_json(folder / MANIFEST, manifest)
 
     run.create(out.parent)
@@ -106,19 +111,22 @@ def _require(module: str, what: str) -> None:
         raise UserError(f"{what}: needs {module} (pip install 'loraclf[export]')")
 
 
-def _export_onnx(model: torch.nn.Module, tokenizer, path: Path, int8: bool) -> None:
+def _export_onnx(model: torch.nn.Module, tokenizer, path: Path, int8: bool, pairs: bool) -> None:
     graph = LogitsOnly(model).eval()
-    sample = tokenizer(["an example text to trace the graph", "another"], return_tensors="pt", padding=True)
+    texts = ["an example text to trace the graph", "another"]
+    sample = tokenizer(texts, texts[::-1] if pairs else None, return_tensors="pt", padding=True)
+    # Segment ids are an input only where they carry something: the second text of a pair, for tokenizers
+    # (BERT's) that mark it.
+    names = ["input_ids", "attention_mask"] + (["token_type_ids"] if pairs and "token_type_ids" in sample else [])
     batch, length = torch.export.Dim("batch"), torch.export.Dim("sequence")
     # With --int8 the float graph (and any external weight file it comes with) is only an intermediate.
     target = path.parent / "fp32" / path.name if int8 else path
     target.parent.mkdir(exist_ok=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(graph, (sample["input_ids"], sample["attention_mask"]), str(target),
-                          input_names=["input_ids", "attention_mask"], output_names=["logits"],
-                          dynamic_shapes={"input_ids": {0: batch, 1: length},
-                                          "attention_mask": {0: batch, 1: length}},
+        torch.onnx.export(graph, tuple(sample[name] for name in names), str(target),
+                          input_names=names, output_names=["logits"],
+                          dynamic_shapes={name: {0: batch, 1: length} for name in names},
                           dynamo=True, verbose=False)
     if int8:
         from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -144,11 +152,15 @@ class OnnxModel:
         options = onnxruntime.SessionOptions()
         options.log_severity_level = 3
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self.inputs = {item.name for item in self.session.get_inputs()}
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, **_) -> Any:
+    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                 token_type_ids: torch.Tensor | None = None) -> Any:
         from types import SimpleNamespace
 
         feeds = {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()}
+        if token_type_ids is not None and "token_type_ids" in self.inputs:
+            feeds["token_type_ids"] = token_type_ids.cpu().numpy()
         return SimpleNamespace(logits=torch.from_numpy(self.session.run(["logits"], feeds)[0]))
 
     def eval(self) -> "OnnxModel":

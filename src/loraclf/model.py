@@ -243,6 +243,14 @@ def build_base(model_cfg: ModelConfig, label_names: list[str], base_folder: Path
     return pooling.apply_pooling(apply_head(encoder, model_cfg.head, model_cfg.head_rank), model_cfg.pooling)
 
 
+def set_task(model: PreTrainedModel, task: str) -> PreTrainedModel:
+    """multi_label: the model's own loss becomes binary cross-entropy over independent sigmoids (transformers'
+    problem_type), also for loaders of a merged export; single_label keeps the model's default. Returns `model`."""
+    if task == "multi_label":
+        model.config.problem_type = "multi_label_classification"
+    return model
+
+
 def meta_model(model_cfg: ModelConfig, label_names: list[str]) -> PreTrainedModel:
     """The architecture without weights (meta device): for names and parameter counts."""
     with torch.device("meta"):

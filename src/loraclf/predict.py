@@ -26,7 +26,7 @@ def predict_logits(model, data: Encoded, batch_size: int, pad_id: int, device: s
     """
     device = torch.device(device)
     order = np.argsort([len(ids) for ids in data.input_ids], kind="stable")
-    by_length = Encoded([data.input_ids[i] for i in order])
+    by_length = data.subset(order)
     chunks = []
     for batch in loader(by_length, batch_size, pad_id):
         batch.pop("labels")
@@ -43,8 +43,21 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
 
 
-def render(probs: np.ndarray, label_names: list[str], fmt: str, submission: bool) -> str:
-    """The output file's text: CSV or JSONL rows of label, label_name and p_<class>, or `ID,Label`."""
+def render(probs: np.ndarray, label_names: list[str], fmt: str, submission: bool,
+           label_sets: list[list[str]] | None = None) -> str:
+    """The output file's text: CSV or JSONL rows of label, label_name and p_<class>, or `ID,Label`.
+
+    multi_label (`label_sets`: each row's predicted class names): rows of `labels` (a list in JSONL, joined by
+    `;` in CSV) and p_<class>, one independent probability per class.
+    """
+    prob_columns = [f"p_{name}" for name in label_names]
+    if label_sets is not None:
+        if submission:
+            raise UserError("predict --submission: the ID,Label file has one label per text; this model is multi_label")
+        rows = ({"labels": chosen if fmt == "jsonl" else ";".join(chosen)}
+                | {column: round(float(p), 6) for column, p in zip(prob_columns, row)}
+                for chosen, row in zip(label_sets, probs))
+        return _rows_text(rows, ["labels", *prob_columns], fmt)
     labels = probs.argmax(axis=1)
     if submission:
         buffer = io.StringIO()
@@ -52,16 +65,19 @@ def render(probs: np.ndarray, label_names: list[str], fmt: str, submission: bool
         writer.writerow(["ID", "Label"])
         writer.writerows(enumerate(labels.tolist()))
         return buffer.getvalue()
-    prob_columns = [f"p_{name}" for name in label_names]
     rows = (
         {"label": int(label), "label_name": label_names[label]}
         | {column: round(float(p), 6) for column, p in zip(prob_columns, row)}
         for label, row in zip(labels, probs)
     )
+    return _rows_text(rows, ["label", "label_name", *prob_columns], fmt)
+
+
+def _rows_text(rows, columns: list[str], fmt: str) -> str:
     if fmt == "jsonl":
         return "".join(json.dumps(row) + "\n" for row in rows)
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=["label", "label_name", *prob_columns], lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=columns, lineterminator="\n")
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
@@ -80,8 +96,9 @@ def output_format(path: Path, submission: bool) -> str:
     raise UserError(f"output {path}: use a .csv or .jsonl file name")
 
 
-def write_predictions(path: Path, probs: np.ndarray, label_names: list[str], submission: bool) -> None:
+def write_predictions(path: Path, probs: np.ndarray, label_names: list[str], submission: bool,
+                      label_sets: list[list[str]] | None = None) -> None:
     fmt = output_format(path, submission)
     if path.is_dir():
         raise UserError(f"output {path}: is a directory, expected a file name")
-    write_text(path, render(probs, label_names, fmt, submission))
+    write_text(path, render(probs, label_names, fmt, submission, label_sets))

@@ -40,7 +40,8 @@ VERSIONS = "versions.json"
 METRICS_LOG = "metrics.jsonl"
 SUMMARY = "metrics.json"
 CHECKPOINTS = "checkpoints"
-INITIAL_ADAPTER = "adapter_init"  # PiSSA/OLoRA: the adapter before training, for the saved adapter's conversion
+INITIAL_ADAPTER = "adapter_init"
+THRESHOLDS = "thresholds.json"  # multi_label: each class's decision threshold  # PiSSA/OLoRA: the adapter before training, for the saved adapter's conversion
 
 
 def prepare(output_dir: str | Path, overwrite: bool) -> Path:
@@ -72,6 +73,7 @@ def create(path: Path) -> None:
 
 
 RUN_FILES = (CONFIG, LABELS, VERSIONS, BUDGET, ADAPTER, TOKENIZER, BASE_MODEL, METRICS_LOG, SUMMARY, CHECKPOINTS, INITIAL_ADAPTER,
+             THRESHOLDS,
              "test_metrics.json", "test_confusion_matrix.png", "report.html", "tensorboard", "mlruns")
 
 
@@ -155,6 +157,17 @@ def read_config(run_dir: str | Path) -> Config:
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise UserError(f"run folder {path}: unreadable {CONFIG} ({' '.join(str(exc).split())})") from None
     return load_config(tree=tree)
+
+
+def read_thresholds(run_dir: Path) -> list[float] | None:
+    """A multi_label run's decision thresholds (None: 0.5 for every class)."""
+    path = run_dir / THRESHOLDS
+    if not path.is_file():
+        return None
+    try:
+        return [float(t) for t in json.loads(path.read_text(encoding="utf-8"))["thresholds"]]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise UserError(f"run folder {run_dir}: unreadable {THRESHOLDS} ({exc})") from None
 
 
 def read_run_config(run_dir: str | Path) -> tuple[Path, Config, list[str]]:

@@ -1,6 +1,8 @@
 """An HTTP service for a run or export folder (FastAPI + uvicorn), with micro-batching.
 
     POST /predict   {"texts": ["...", ...]} -> a label and class probabilities per text
+                    (multi_label: a list of labels; a text-pair model: {"pairs": [["...", "..."], ...]}
+                    or the pairs as "texts")
     GET  /health    liveness, and counts of requests and model calls
     GET  /info      labels, base model, parameter counts, limits
     GET  /          a page to try a text in the browser
@@ -48,7 +50,7 @@ document.getElementById("go").onclick = async () => {
   if (!r.ok) { out.textContent = "error " + r.status + ": " + JSON.stringify(body.detail); return; }
   const p = body.predictions[0];
   out.innerHTML = "<h2></h2><table></table>";
-  out.querySelector("h2").textContent = p.label;
+  out.querySelector("h2").textContent = p.label ?? p.labels.join(", ");
   for (const [name, prob] of Object.entries(p.probabilities)) {
     const row = out.querySelector("table").insertRow();
     row.insertCell().textContent = name;
@@ -62,17 +64,42 @@ document.getElementById("go").onclick = async () => {
 
 
 class PredictRequest(BaseModel):
-    texts: list[StrictStr] = Field(min_length=1, description="the texts to classify (limits: GET /info)")
+    texts: list[StrictStr | list[StrictStr]] | None = Field(
+        None, min_length=1, description="the texts to classify, or [first, second] pairs for a text-pair model "
+                                        "(limits: GET /info)")
+    pairs: list[list[StrictStr]] | None = Field(None, min_length=1,
+                                                description="[first, second] pairs, for a text-pair model")
 
 
 class Prediction(BaseModel):
-    label: str
-    label_id: int
+    label: str | None = None  # single_label
+    label_id: int | None = None
+    labels: list[str] | None = None  # multi_label: every class at or above its threshold
     probabilities: dict[str, float]
 
 
 class PredictResponse(BaseModel):
     predictions: list[Prediction]
+
+
+def request_items(body: PredictRequest, classifier, limits: ServeConfig) -> list:
+    """The request's texts (or pairs) checked against the model and the limits; HTTPException 413/422 if not."""
+    if (body.texts is None) == (body.pairs is None):
+        raise HTTPException(422, 'give "texts" or "pairs", one of them')
+    items, key = (body.texts, "texts") if body.texts is not None else (body.pairs, "pairs")
+    if len(items) > limits.max_texts:
+        raise HTTPException(413, f"{len(items)} texts; at most {limits.max_texts} per request")
+    pairs = classifier.description.pairs
+    for i, item in enumerate(items):
+        if isinstance(item, list) != pairs or (pairs and len(item) != 2):
+            wanted = "a [first, second] pair of texts" if pairs else "a text (a string)"
+            raise HTTPException(422, f"{key}[{i}]: this model classifies {wanted}")
+        for part in item if pairs else [item]:
+            if len(part) > limits.max_chars:
+                raise HTTPException(413, f"{key}[{i}] has {len(part):,} characters; at most {limits.max_chars:,}")
+            if not part.strip():
+                raise HTTPException(422, f"{key}[{i}] is empty")
+    return [tuple(item) for item in items] if pairs else items
 
 
 class MicroBatcher:
@@ -177,7 +204,7 @@ def build_app(classifier, limits: ServeConfig, batch_size: int = 32):
         stats["rejected"] += 1
 
     # Whole-body limit: every text at its longest, 4 bytes a character, JSON quoting and commas.
-    max_body = limits.max_texts * (4 * limits.max_chars + 8) + 1024
+    max_body = limits.max_texts * (4 * limits.max_chars + 8) * (2 if classifier.description.pairs else 1) + 1024
 
     @asynccontextmanager
     async def lifespan(_app):
@@ -197,21 +224,21 @@ def build_app(classifier, limits: ServeConfig, batch_size: int = 32):
         count_rejected()  # malformed JSON and wrong types are rejected requests too
         return await request_validation_exception_handler(request, exc)
 
-    @app.post("/predict", response_model=PredictResponse)
+    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
     async def predict_endpoint(body: PredictRequest) -> dict[str, Any]:
-        if len(body.texts) > limits.max_texts:
+        try:
+            items = request_items(body, classifier, limits)
+        except HTTPException:
             count_rejected()
-            raise HTTPException(413, f"{len(body.texts)} texts; at most {limits.max_texts} per request")
-        for i, text in enumerate(body.texts):
-            if len(text) > limits.max_chars:
-                count_rejected()
-                raise HTTPException(413, f"texts[{i}] has {len(text):,} characters; at most {limits.max_chars:,}")
-            if not text.strip():
-                count_rejected()
-                raise HTTPException(422, f"texts[{i}] is empty")
+            raise
         stats["requests"] += 1
-        probs = await batcher.submit(body.texts)
+        probs = await batcher.submit(items)
         names = classifier.labels
+        chosen = classifier.decide(probs)
+        if classifier.multi_label:
+            return {"predictions": [{"labels": labels, "probabilities": {n: round(float(p), 6) for n, p in
+                                                                         zip(names, row)}}
+                                    for labels, row in zip(chosen, probs)]}
         return {"predictions": [
             {"label": names[int(row.argmax())], "label_id": int(row.argmax()),
              "probabilities": {name: round(float(p), 6) for name, p in zip(names, row)}} for row in probs]}
@@ -224,6 +251,7 @@ def build_app(classifier, limits: ServeConfig, batch_size: int = 32):
     @app.get("/info")
     async def info() -> dict[str, Any]:
         return {"labels": classifier.labels, "format": about.kind, "base_model": about.info.get("base_model"),
+                "task": about.schema.task, "text_pairs": about.pairs, "thresholds": about.thresholds,
                 "parameters": about.info.get("parameters"), "max_length": about.max_length, "limits": vars(limits)}
 
     @app.get("/", response_class=HTMLResponse)

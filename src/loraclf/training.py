@@ -28,8 +28,8 @@ from loraclf.data import Batches, Encoded, Splits, encode, length_chunks, load_s
 from loraclf.distributed import Processes
 from loraclf.errors import UserError
 from loraclf.losses import Objective
-from loraclf.evaluate import confident_mistakes, metrics, plot_confusion
-from loraclf.model import build_base, load_tokenizer, save_adapter, wrap_with_lora
+from loraclf.evaluate import confident_mistakes, metrics, plot_confusion, tune_thresholds
+from loraclf.model import build_base, load_tokenizer, save_adapter, set_task, wrap_with_lora
 from loraclf.predict import predict_logits
 from loraclf.progress import Progress
 from loraclf.runtime import autocast, autocast_dtype, grad_scaler, peak_memory_mb, pick_device
@@ -191,7 +191,7 @@ def setup(config: Config, output_dir: str | Path, overwrite: bool, resume: bool,
         log(f"data parallel: {procs.world} processes, global batch {tc.batch_size} split between them")
     procs.barrier()  # every process has checked the folder before rank 0 creates it
 
-    train_set = Encoded(splits.train.input_ids, splits.train.labels)
+    train_set = splits.train.encoded()
     steps_per_epoch = len(epoch_batches(config, train_set, 0, epoch=0))
     total_steps = steps_per_epoch * tc.epochs
     if tc.max_steps:
@@ -214,7 +214,7 @@ def setup(config: Config, output_dir: str | Path, overwrite: bool, resume: bool,
                               num_training_steps=total_steps)
     forward = procs.wrap(torch.compile(model) if tc.compile else model, device)
     return Setup(config, out, procs, device, dtype, tokenizer, splits, train_set,
-                 Encoded(splits.val.input_ids, splits.val.labels), steps_per_epoch, total_steps, model, forward,
+                 splits.val.encoded(), steps_per_epoch, total_steps, model, forward,
                  optimizer, scheduler, grad_scaler(device, dtype), actual,
                  Objective.build(config.data.task, tc.class_weights, tc.label_smoothing, splits.train.labels,
                                  splits.label_names), base_bytes, initial_adapter, resume_from, log)
@@ -264,6 +264,7 @@ def _build_model(config: Config, out: Path, label_names: list[str], total_steps:
         saved_base = out / run.BASE_MODEL
         base = build_base(config.model, label_names, base_folder=saved_base if saved_base.is_dir() else None,
                           quantization=quant, device=device, autocast=dtype)
+    set_task(base, config.data.task)
     if quant.bits:
         base = quantize.prepare(base)
     if config.train.gradient_checkpointing:
@@ -464,7 +465,7 @@ def log_train(s: Setup, state: TrainState, window_loss: torch.Tensor, elapsed: f
 def predict_shared(model: torch.nn.Module, data: Encoded, batch_size: int, pad_id: int, device: torch.device,
                    dtype: torch.dtype | None, procs: Processes) -> np.ndarray:
     """Logits for every item of `data`: each process predicts its share, all get the whole."""
-    part = Encoded([data.input_ids[i] for i in procs.part(len(data))])
+    part = data.subset(procs.part(len(data)))
     return np.concatenate(procs.gather(predict_logits(model, part, batch_size, pad_id, device, dtype)))
 
 
@@ -487,7 +488,8 @@ def validate_and_keep(s: Setup, state: TrainState, best_state: dict[str, torch.T
                       s.device, s.dtype, s.procs)
     epoch = state.step / s.steps_per_epoch
     record = {"event": "eval", "step": state.step, "epoch": round(epoch, 3), "val_loss": result["loss"],
-              "val_accuracy": result["accuracy"], "val_macro_f1": result["macro_f1"]}
+              "val_accuracy": result["accuracy"], "val_macro_f1": result["macro_f1"],
+              "val_micro_f1": result["micro_f1"]}
     if s.procs.main:
         run.append_jsonl(s.out / run.METRICS_LOG, record)
         trackers.log(record)
@@ -571,8 +573,11 @@ def finish(s: Setup, state: TrainState, best_state: dict[str, torch.Tensor], sta
         from loraclf.adapt import rounds
 
         summary["adapt"] = rounds(s.out)
+    thresholds = decision_thresholds(s, best_state)
+    if thresholds is not None:
+        summary["thresholds"] = dict(zip(s.splits.label_names, thresholds))
     if s.splits.test is not None:
-        summary["test"] = test(s, best_state)
+        summary["test"] = test(s, best_state, thresholds)
     summary["total_seconds"] = round(time.perf_counter() - started, 2)
     if s.procs.main:
         run.write_json(s.out / run.SUMMARY, summary)
@@ -584,7 +589,27 @@ def finish(s: Setup, state: TrainState, best_state: dict[str, torch.Tensor], sta
     return summary
 
 
-def test(s: Setup, best_state: dict[str, torch.Tensor]) -> dict[str, Any]:
+def decision_thresholds(s: Setup, best_state: dict[str, torch.Tensor]) -> list[float] | None:
+    """multi_label: each class's decision threshold, written to the run (thresholds.json): tuned on the validation
+    set for the best model with train.tune_thresholds, else 0.5. None for single_label."""
+    if s.config.data.task != "multi_label":
+        return None
+    thresholds = [0.5] * len(s.splits.label_names)
+    if s.config.train.tune_thresholds:
+        checkpoint.load_trainable(s.model, best_state)
+        s.model.eval()
+        logits = predict_shared(s.model, s.val_set, s.config.train.eval_batch_size, s.pad_id, s.device, s.dtype,
+                                s.procs)
+        thresholds = tune_thresholds(s.splits.val.labels, logits)
+        s.log("thresholds tuned on validation: " + ", ".join(f"{n} {t:g}" for n, t in
+                                                              zip(s.splits.label_names, thresholds)))
+    if s.procs.main:
+        run.write_json(s.out / run.THRESHOLDS, {"thresholds": thresholds, "labels": s.splits.label_names,
+                                                "tuned_on": "validation" if s.config.train.tune_thresholds else None})
+    return thresholds
+
+
+def test(s: Setup, best_state: dict[str, torch.Tensor], thresholds: list[float] | None = None) -> dict[str, Any]:
     """The best model (not the last) on the test split; writes test_metrics.json and its confusion matrix."""
     checkpoint.load_trainable(s.model, best_state)
     test_set = encode(s.tokenizer, s.splits.test.texts, None, s.config.data.max_length)
@@ -593,11 +618,13 @@ def test(s: Setup, best_state: dict[str, torch.Tensor]) -> dict[str, Any]:
     s.model.eval()
     logits = predict_shared(s.model, test_set, s.config.train.eval_batch_size, s.pad_id, s.device, s.dtype, s.procs)
     seconds = time.perf_counter() - started
-    result = metrics(s.splits.test.labels, logits, label_names)
+    result = metrics(s.splits.test.labels, logits, label_names, thresholds)
     result["texts_per_s"] = round(len(test_set) / seconds, 2)
-    result["confident_mistakes"] = confident_mistakes(s.splits.test.texts, s.splits.test.labels, logits, label_names)
+    result["confident_mistakes"] = confident_mistakes(s.splits.test.texts, s.splits.test.labels, logits, label_names,
+                                                      thresholds=thresholds)
     if s.procs.main:
         run.write_json(s.out / "test_metrics.json", result)
         plot_confusion(result["confusion_matrix"], label_names, s.out / "test_confusion_matrix.png", "test")
     s.log(f"test: accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} on {result['count']:,} items")
-    return {k: result[k] for k in ("accuracy", "macro_f1", "loss", "count", "texts_per_s")}
+    kept = ("accuracy", "macro_f1", "micro_f1", "samples_f1", "hamming_loss", "loss", "count", "texts_per_s")
+    return {k: result[k] for k in kept if k in result}
