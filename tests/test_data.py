@@ -316,3 +316,67 @@ def test_test_split_picks_the_hub_split_or_none(monkeypatch, tokenizer):
     cfg.test_split = "dev"
     with pytest.raises(UserError, match="data.test_split: dataset 'some/hub-id' has no 'dev' split"):
         load_splits(cfg, tokenizer, log=lambda _: None)
+
+
+# ------------------------------------------------------------------ multi-label and text pairs
+
+from loraclf.data import Schema, tokenize  # noqa: E402
+
+MULTI = Schema(task="multi_label", label="labels")
+NAMES = ["World", "Sports", "Business"]
+
+
+def test_multi_label_rows_from_lists_joined_strings_and_zero_one_columns(tmp_path):
+    jsonl = tmp_path / "d.jsonl"
+    jsonl.write_text('{"text": "a", "labels": ["World", "Business"]}\n{"text": "b", "labels": [1]}\n')
+    csv_path = tmp_path / "d.csv"
+    csv_path.write_text('text,labels\na,World;Business\nb, Sports \n')
+    columns = tmp_path / "c.csv"
+    columns.write_text("text,World,Sports,Business\na,1,0,1.0\nb,0,1,0\n")
+    expected = [[1, 0, 1], [0, 1, 0]]
+    for path, schema in ((jsonl, MULTI), (csv_path, MULTI), (columns, Schema(task="multi_label",
+                                                                              label_columns=tuple(NAMES)))):
+        table = read_file(path, schema)
+        assert infer_label_names(table, NAMES, schema) == NAMES
+        assert encode_labels(table, NAMES, schema).tolist() == expected, path
+    table = read_file(csv_path, MULTI)
+    assert infer_label_names(table, None, MULTI) == ["Business", "Sports", "World"]  # sorted names when not given
+
+
+def test_multi_label_splits_are_label_matrices(tmp_path):
+    path = tmp_path / "d.jsonl"
+    path.write_text("".join(json.dumps({"text": f"text {i}", "labels": [NAMES[i % 3], NAMES[(i + 1) % 3]]}) + "\n"
+                            for i in range(40)))
+    cfg = DataConfig(dataset=None, train_file=str(path), task="multi_label", label_column="labels",
+                     length_filter=None, val_fraction=0.25)
+
+    class Words:  # a tokenizer stand-in: one id per word
+        def __call__(self, texts, *_, **__):
+            return {"input_ids": [[1] * len(t.split()) for t in texts]}
+
+    splits = load_splits(cfg, Words(), log=lambda _: None)
+    assert splits.train.labels.shape == (30, 3) and splits.val.labels.shape == (10, 3)
+    assert (splits.train.labels.sum(axis=1) == 2).all()
+    batch = collate(0)([splits.train.encoded()[i] for i in range(3)])
+    assert batch["labels"].dtype.is_floating_point and batch["labels"].shape == (3, 3)
+
+
+def test_pairs_are_the_tokenizers_pair_encoding_cut_longest_first(tmp_path, tokenizer):
+    path = tmp_path / "pairs.csv"
+    long = "word " * 60
+    path.write_text(f"premise,hypothesis,label\nA short premise.,{long},1\nThe cat sat.,A cat sat.,0\n")
+    schema = Schema(pair="hypothesis", text="premise")
+    table = read_file(path, schema)
+    assert table.texts[1] == ("The cat sat.", "A cat sat.")
+    ids, types = tokenize(tokenizer, table.texts, 32)
+    expected = tokenizer(["A short premise.", "The cat sat."], [long, "A cat sat."], truncation="longest_first",
+                         max_length=32)["input_ids"]
+    assert ids == expected and len(ids[0]) == 32 and types is None  # RoBERTa marks no segments
+    assert tokenizer.decode(ids[0]).startswith("<s>A short premise.</s></s>word word")  # the long text was cut
+
+
+def test_segment_ids_are_padded_with_the_batch():
+    data = Encoded([[0, 5, 2, 7, 2], [0, 5, 2]], np.array([1, 0]), [[0, 0, 0, 1, 1], [0, 0, 1]])
+    batch = collate(9)([data[0], data[1]])
+    assert batch["token_type_ids"].tolist() == [[0, 0, 0, 1, 1], [0, 0, 1, 0, 0]]
+    assert "token_type_ids" not in collate(9)([Encoded([[0, 2]])[0]])

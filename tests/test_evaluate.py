@@ -1,3 +1,5 @@
+import json
+
 import numpy as np
 import pytest
 
@@ -39,3 +41,42 @@ def test_submission_and_probability_rendering():
     rows = render(probs, ["neg", "pos"], "csv", submission=False).splitlines()
     assert rows[0] == "label,label_name,p_neg,p_pos" and rows[1].startswith("1,pos,")
     assert '"label_name": "neg"' in render(probs, ["neg", "pos"], "jsonl", submission=False).splitlines()[1]
+
+
+def test_multi_label_metrics_equal_scikit_learns():
+    from sklearn.metrics import accuracy_score, f1_score, hamming_loss, multilabel_confusion_matrix
+
+    from loraclf.evaluate import tune_thresholds
+
+    rng = np.random.default_rng(0)
+    labels = (rng.random((50, 4)) > 0.6).astype(np.float32)
+    logits = (labels * 2 - 1) * rng.random((50, 4)) * 3 + rng.normal(0, 1, (50, 4))
+    logits = logits.astype(np.float32)
+    thresholds = [0.5, 0.3, 0.7, 0.5]
+    m = metrics(labels, logits, ["a", "b", "c", "d"], thresholds)
+    preds = (1 / (1 + np.exp(-logits)) >= np.array(thresholds)).astype(int)
+    truth = labels.astype(int)
+    assert m["accuracy"] == pytest.approx(accuracy_score(truth, preds))
+    assert m["micro_f1"] == pytest.approx(f1_score(truth, preds, average="micro"))
+    assert m["macro_f1"] == pytest.approx(f1_score(truth, preds, average="macro"))
+    assert m["samples_f1"] == pytest.approx(f1_score(truth, preds, average="samples", zero_division=1))
+    assert m["hamming_loss"] == pytest.approx(hamming_loss(truth, preds))
+    assert m["confusion_matrix"] == multilabel_confusion_matrix(truth, preds).tolist()
+    bce = np.mean(np.logaddexp(0, logits) - labels * logits)
+    assert m["loss"] == pytest.approx(bce, rel=1e-5)
+    # Tuned thresholds: each class's F1 is the best the grid offers.
+    tuned = tune_thresholds(labels, logits)
+    probs = 1 / (1 + np.exp(-logits))
+    for c, t in enumerate(tuned):
+        best = max(f1_score(truth[:, c], probs[:, c] >= g, zero_division=0) for g in np.arange(0.05, 0.951, 0.05))
+        assert f1_score(truth[:, c], probs[:, c] >= t, zero_division=0) == pytest.approx(best)
+
+
+def test_multi_label_rendering_and_confusion_grid(tmp_path):
+    probs = np.array([[0.9, 0.2, 0.6], [0.1, 0.1, 0.2]])
+    text = render(probs, ["a", "b", "c"], "csv", False, [["a", "c"], []])
+    assert text.splitlines() == ["labels,p_a,p_b,p_c", "a;c,0.9,0.2,0.6", ",0.1,0.1,0.2"]
+    rows = [json.loads(line) for line in render(probs, ["a", "b", "c"], "jsonl", False, [["a", "c"], []]).splitlines()]
+    assert rows[0]["labels"] == ["a", "c"] and rows[1]["labels"] == []
+    plot_confusion([[[3, 1], [0, 2]]] * 5, list("abcde"), tmp_path / "grid.png", "test")
+    assert (tmp_path / "grid.png").stat().st_size > 1000

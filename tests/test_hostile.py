@@ -224,6 +224,29 @@ def _bad_output_extension(f, m, r):
     return ["predict", str(r), "hello", "--output", str(f / "predictions.xlsx")]
 
 
+def _multi_label_unknown_label(f, m, r):
+    lines = [f'{{"text": "{t}", "labels": ["World", "{"Politics" if i == 5 else "Sports"}"]}}' for i, (t, _) in
+             enumerate(rows())]
+    return train_on(f, m, "\n".join(lines) + "\n", "train.jsonl", "--data.task", "multi_label",
+                    "--data.label_column", "labels")
+
+
+def _multi_label_empty(f, m, r):
+    records = [[t, "" if i == 6 else "World;Sports"] for i, (t, _) in enumerate(rows())]
+    return train_on(f, m, csv_text(["text", "label"], records), "train.csv", "--data.task", "multi_label")
+
+
+def _missing_pair_column(f, m, r):
+    return train_on(f, m, good_csv(), "train.csv", "--data.text_pair_column", "hypothesis")
+
+
+def _label_columns_not_01(f, m, r):
+    names = ["World", "Sports", "Business", "Sci/Tech"]
+    records = [[t] + [2 if (i, c) == (9, 1) else int(c == y) for c in range(4)] for i, (t, y) in enumerate(rows())]
+    return train_on(f, m, csv_text(["text", *names], records), "train.csv", "--data.task", "multi_label",
+                    "--data.label_columns", ",".join(names))
+
+
 CASES = [
     ("missing-file", "training file does not exist", _missing_file, ["nowhere.csv", "not found"]),
     ("empty-file", "training file of 0 bytes", _empty_file, ["train.csv", "empty file"]),
@@ -260,6 +283,14 @@ CASES = [
     ("predict-no-text-column", "predict --input without the text column", _predict_missing_text_column,
      ["texts.csv", "'text'"]),
     ("bad-output-extension", "predict --output predictions.xlsx", _bad_output_extension, ["predictions.xlsx"]),
+    ("multi-label-unknown-label", "a multi-label row with an unknown label", _multi_label_unknown_label,
+     ["train.jsonl", "row 6", "'Politics'"]),
+    ("multi-label-empty", "a multi-label row without labels", _multi_label_empty,
+     ["train.csv", "row 7", "no label", "allow_empty_labels"]),
+    ("missing-pair-column", "--data.text_pair_column naming no column", _missing_pair_column,
+     ["train.csv", "'hypothesis'", "text_pair_column"]),
+    ("label-columns-not-01", "a 2 in a 0/1 label column", _label_columns_not_01,
+     ["train.csv", "row 10", "'Sports'", "not 0 or 1"]),
 ]
 
 

@@ -464,6 +464,11 @@ def _zero_one(value: Any) -> int | None:
     """1 or 0 for a 0/1 cell (1, 0.0, "1", true), else None."""
     if isinstance(value, (bool, np.bool_)):
         return int(value)
+    if isinstance(value, str):
+        try:
+            value = float(value.strip())  # CSV cells: "1", "0.0"
+        except ValueError:
+            return None
     number = _label_value(value)
     return number if number in (0, 1) and not isinstance(number, str) else None
 
