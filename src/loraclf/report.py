@@ -98,6 +98,11 @@ def curves_png(events: list[dict[str, Any]]) -> str | None:
     return _png(fig)
 
 
+def _joined(value, separator: str = ", "):
+    """A multi-label row's label list or a text pair, as one cell."""
+    return separator.join(value) if isinstance(value, (list, tuple)) else value
+
+
 def confusion_png(matrix: list[list[int]], label_names: list[str]) -> str:
     from loraclf.evaluate import confusion_figure
 
@@ -148,14 +153,15 @@ def render(run_dir: Path) -> str:
         parts.append(f'<img alt="confusion matrix" src="data:image/png;base64,'
                      f'{confusion_png(test["confusion_matrix"], test["labels"])}">')
         rows = [[name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", c["support"]]
-                for name, c in test["per_class"].items()]
-        parts.append(_table(["class", "precision", "recall", "F1", "support"], rows, {1, 2, 3, 4}))
+                + ([f"{c['threshold']:g}"] if "threshold" in c else []) for name, c in test["per_class"].items()]
+        thresholds = ["threshold"] if "thresholds" in test else []  # multi_label
+        parts.append(_table(["class", "precision", "recall", "F1", "support", *thresholds], rows, {1, 2, 3, 4, 5}))
         mistakes = test.get("confident_mistakes") or []
         parts.append(f"<h2>Most confident mistakes ({len(mistakes)})</h2>")
         if mistakes:
             parts.append(_table(["#", "true", "predicted", "confidence", "text"],
-                                [[m["index"], m["label"], m["predicted"], f"{m['confidence']:.3f}", m["text"]]
-                                 for m in mistakes], {0, 3}))
+                                [[m["index"], _joined(m["label"]), _joined(m["predicted"]),
+                                  f"{m['confidence']:.3f}", _joined(m["text"], " || ")] for m in mistakes], {0, 3}))
         else:
             parts.append('<p class="muted">none</p>')
     else:
