@@ -10,8 +10,8 @@ multi_label  Items of one story (half of them) or of two stories of different cl
              the labels are the stories' classes. Tuned thresholds, best model by micro-F1. Baseline: one-vs-rest
              TF-IDF + logistic regression, threshold 0.5.
 imbalance    The training stories cut to 1,000 / 300 / 150 / 100 per class (10:1); the test stories as they
-             are (about 250 a class). loraclf with and without train.class_weights balanced; the baseline with
-             and without class_weight="balanced". Macro-F1 on the test stories.
+             are (about 250 a class). loraclf with and without train.class_weights balanced (each with every
+             --seeds), the baseline with and without class_weight="balanced". Macro-F1 on the test stories.
 pairs        "Same topic?": two stories, label same when their classes are equal (half the pairs) else
              different; data.text_pair_column. Baseline: logistic regression on the TF-IDF vectors' product
              and absolute difference.
@@ -125,10 +125,10 @@ def downstream(run_dir: Path, test_file: Path, request: dict, texts) -> dict:
             "predict_agrees": [row[key] for row in written] == clf.decide(probs),
             "serve_agrees": [p.get("labels", p.get("label")) for p in served] == clf.decide(probs[:len(served)]),
             "onnx_max_prob_diff_vs_fp32_run": float(np.abs(exported.predict_proba(texts) - fp32).max()),
-            "onnx_decisions_agree": exported.decide(exported.predict_proba(texts)) == clf.decide(probs)}
+            "onnx_decisions_agree_with_fp32_run": exported.decide(exported.predict_proba(texts)) == clf.decide(fp32)}
 
 
-def multi_label(folder: Path, train_pool, test_pool) -> None:
+def multi_label(folder: Path, train_pool, test_pool, seeds: list[int]) -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score
@@ -156,7 +156,7 @@ def multi_label(folder: Path, train_pool, test_pool) -> None:
     print(f"multi_label downstream: {json.dumps(checks)}", flush=True)
 
 
-def imbalance(folder: Path, train_pool, test_pool) -> None:
+def imbalance(folder: Path, train_pool, test_pool, seeds: list[int]) -> None:
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
     from sklearn.metrics import f1_score, recall_score
@@ -169,11 +169,15 @@ def imbalance(folder: Path, train_pool, test_pool) -> None:
     print(f"imbalance: training counts {keep} (10:1), {len(test_pool)} test stories", flush=True)
     table = []
     for weights in ("none", "balanced"):
-        summary = train_run(folder, f"imbalance-{weights}", train_file, test_file, {
-            "data.label_names": NAMES, "train.class_weights": weights, "train.metric_for_best": "macro_f1"})
-        per_class = json.loads((folder / f"imbalance-{weights}" / "test_metrics.json").read_text())["per_class"]
-        table.append((f"loraclf, class_weights {weights}", summary["test"]["macro_f1"], summary["test"]["accuracy"],
-                      per_class["Sci/Tech"]["recall"]))
+        scores = []
+        for seed in seeds:
+            name = f"imbalance-{weights}-{seed}"
+            summary = train_run(folder, name, train_file, test_file, {
+                "data.label_names": NAMES, "train.class_weights": weights, "train.metric_for_best": "macro_f1",
+                "train.seed": seed})
+            per_class = json.loads((folder / name / "test_metrics.json").read_text())["per_class"]
+            scores.append((summary["test"]["macro_f1"], summary["test"]["accuracy"], per_class["Sci/Tech"]["recall"]))
+        table.append((f"loraclf, class_weights {weights}, seeds {seeds}", *_mean_sd(scores)))
     vectorizer = TfidfVectorizer(sublinear_tf=True, ngram_range=(1, 2), min_df=2)
     x_train = vectorizer.fit_transform([t for t, _ in rows])
     x_test, y_test = vectorizer.transform([t for t, _ in test_pool]), np.array([y for _, y in test_pool])
@@ -183,11 +187,19 @@ def imbalance(folder: Path, train_pool, test_pool) -> None:
         table.append((f"TF-IDF + LR, class_weight {weight}", f1_score(y_test, preds, average="macro"),
                       (preds == y_test).mean(), recall_score(y_test, preds, labels=[3], average="macro")))
     print("| imbalance | model | macro-F1 | accuracy | Sci/Tech (100 items) recall |")
-    for name, f1, accuracy, recall in table:
-        print(f"| imbalance | {name} | {f1:.4f} | {accuracy:.4f} | {recall:.4f} |")
+    for name, *cells in table:
+        print(f"| imbalance | {name} | " + " | ".join(c if isinstance(c, str) else f"{c:.4f}" for c in cells) + " |")
 
 
-def pairs(folder: Path, train_pool, test_pool) -> None:
+def _mean_sd(scores: list[tuple[float, ...]]) -> list[str]:
+    """Each column's mean, with the standard deviation over seeds where there are several."""
+    columns = np.array(scores)
+    if len(columns) == 1:
+        return [f"{v:.4f}" for v in columns[0]]
+    return [f"{m:.4f} ± {sd:.4f}" for m, sd in zip(columns.mean(axis=0), columns.std(axis=0, ddof=1))]
+
+
+def pairs(folder: Path, train_pool, test_pool, seeds: list[int]) -> None:
     import scipy.sparse as sp
     from sklearn.feature_extraction.text import TfidfVectorizer
     from sklearn.linear_model import LogisticRegression
@@ -227,6 +239,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--tasks", default="multi_label,imbalance,pairs")
     parser.add_argument("--keep", help="write the runs here instead of a temporary folder")
+    parser.add_argument("--seeds", default="42", help="train.seed of the imbalance arms, comma-separated")
     args = parser.parse_args()
 
     import warnings
@@ -241,7 +254,8 @@ def main() -> None:
         folder = Path(args.keep) if args.keep else Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         for task in args.tasks.split(","):
-            {"multi_label": multi_label, "imbalance": imbalance, "pairs": pairs}[task](folder, train_pool, test_pool)
+            {"multi_label": multi_label, "imbalance": imbalance, "pairs": pairs}[task](
+                folder, train_pool, test_pool, [int(seed) for seed in args.seeds.split(",")])
 
 
 if __name__ == "__main__":
