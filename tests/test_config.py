@@ -49,6 +49,16 @@ def test_overrides_are_typed():
     (["--train.progress", "maybe"], "expected true or false"),
     (["--train.scheduler", "cosin"], "train.scheduler: expected one of"),
     (["--train.chunk_cost", "-5"], "train.chunk_cost: must be 0 or positive, got -5"),
+    (["--train.class_weights", "heavy"], "train.class_weights: expected one of none, balanced"),
+    (["--train.class_weights", "[1, -2]"], "train.class_weights: expected none, balanced or a list"),
+    (["--train.grad_accum_steps", "65"], "grad_accum_steps: 65 micro-batches cannot split a batch of 64"),
+    (["--train.label_smoothing", "1"], "label_smoothing: must be in"),
+    (["--data.task", "multi"], "data.task: expected one of single_label, multi_label"),
+    (["--data.label_columns", "a,b"], "data.label_columns: applies to data.task multi_label"),
+    (["--train.tune_thresholds", "true"], "tune_thresholds: applies to data.task multi_label"),
+    (["--lora.method", "adalora", "--train.label_smoothing", "0.1"], "not with lora.method adalora"),
+    (["--adapt.method", "entropy", "--data.unlabelled_file", "u.csv", "--train.grad_accum_steps", "2"],
+     "grad_accum_steps 1 with it"),
     (["--data.length_filter", "[99, 1]"], "length_filter"),
     (["--data.val_fraction", "1.5"], "val_fraction"),
     (["--model.init", "zeros"], "model.init"),
@@ -99,6 +109,13 @@ def test_trainer_and_peft_names_point_to_loraclf_keys(typed, ours):
         load_config(overrides=[(typed, "1")])
     with pytest.raises(UserError, match=f"loraclf calls it '{ours}'"):
         parse_overrides([f"--{typed.split('.')[1]}", "1"])
+
+
+def test_class_weights_are_a_word_or_a_list_of_numbers():
+    assert load_config(CONFIGS / "paper.yaml", parse_overrides(["--train.class_weights", "balanced"])
+                       ).train.class_weights == "balanced"
+    assert load_config(CONFIGS / "paper.yaml", parse_overrides(["--train.class_weights", "1,2.5,1,1"])
+                       ).train.class_weights == [1.0, 2.5, 1.0, 1.0]
 
 
 def test_python_overrides_take_python_values():

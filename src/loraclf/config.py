@@ -511,6 +511,9 @@ class Config:
                             "to the model's own loss, which these replace; not with lora.method adalora")
         if self.train.tune_thresholds and self.data.task != "multi_label":
             raise UserError("config train.tune_thresholds: applies to data.task multi_label")
+        if self.adapt.method == "entropy" and self.train.grad_accum_steps > 1:
+            raise UserError("config train.grad_accum_steps: adapt.method entropy mixes two means over each whole batch, "
+                            "which micro-batches cannot add up exactly; use grad_accum_steps 1 with it")
         if self.adapt.method != "none" and self.data.text_pair_column:
             raise UserError(f"config adapt.method {self.adapt.method}: adapts to unlabelled single texts; not with "
                             "data.text_pair_column")
