@@ -233,7 +233,7 @@ def cmd_evaluate(args, overrides) -> None:
 def cmd_predict(args, overrides) -> None:
     from loraclf.classifier import Classifier, describe
     from loraclf.data import Table, check_texts, read_file
-    from loraclf.predict import output_format, render, write_predictions
+    from loraclf.predict import check_submission, output_format, render, write_predictions
 
     _no_overrides(overrides)
     if args.output:
@@ -241,8 +241,7 @@ def cmd_predict(args, overrides) -> None:
     if args.input and args.texts:
         raise UserError("predict: give texts as arguments or --input FILE, not both")
     about = describe(args.run_dir)
-    if about.multi_label and args.submission:
-        raise UserError("predict --submission: the ID,Label file has one label per text; this model is multi_label")
+    check_submission(args.submission, about.multi_label)  # before the model loads
     if args.input:
         schema = dataclasses.replace(about.schema, text=args.text_column or about.schema.text)
         table = read_file(args.input, schema, args.allow_pickle)

@@ -52,8 +52,7 @@ def render(probs: np.ndarray, label_names: list[str], fmt: str, submission: bool
     """
     prob_columns = [f"p_{name}" for name in label_names]
     if label_sets is not None:
-        if submission:
-            raise UserError("predict --submission: the ID,Label file has one label per text; this model is multi_label")
+        check_submission(submission, multi_label=True)
         rows = ({"labels": chosen if fmt == "jsonl" else ";".join(chosen)}
                 | {column: round(float(p), 6) for column, p in zip(prob_columns, row)}
                 for chosen, row in zip(label_sets, probs))
@@ -81,6 +80,11 @@ def _rows_text(rows, columns: list[str], fmt: str) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buffer.getvalue()
+
+
+def check_submission(submission: bool, multi_label: bool) -> None:
+    if submission and multi_label:
+        raise UserError("predict --submission: the ID,Label file has one label per text; this model is multi_label")
 
 
 def output_format(path: Path, submission: bool) -> str:
