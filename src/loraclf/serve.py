@@ -234,11 +234,10 @@ def build_app(classifier, limits: ServeConfig, batch_size: int = 32):
         stats["requests"] += 1
         probs = await batcher.submit(items)
         names = classifier.labels
-        chosen = classifier.decide(probs)
         if classifier.multi_label:
             return {"predictions": [{"labels": labels, "probabilities": {n: round(float(p), 6) for n, p in
                                                                          zip(names, row)}}
-                                    for labels, row in zip(chosen, probs)]}
+                                    for labels, row in zip(classifier.decide(probs), probs)]}
         return {"predictions": [
             {"label": names[int(row.argmax())], "label_id": int(row.argmax()),
              "probabilities": {name: round(float(p), 6) for name, p in zip(names, row)}} for row in probs]}
