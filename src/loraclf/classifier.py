@@ -132,20 +132,20 @@ class Classifier:
         encoded = encode(self.tokenizer, self.check_inputs(texts), None, self.description.max_length)
         return predict_logits(self.model, encoded, batch_size, self.tokenizer.pad_token_id, self.device, self.dtype)
 
-    def check_inputs(self, texts: list[Text]) -> list[Text]:
-        """The texts as the model takes them: strings, or (first, second) tuples for a text-pair model."""
+    def check_inputs(self, texts: list[Text], name: str = "texts") -> list[Text]:
+        """The texts as the model takes them: strings, or (first, second) tuples for a text-pair model; a UserError
+        naming `name`[i] otherwise."""
         items = [tuple(t) if isinstance(t, (list, tuple)) else t for t in texts]
         for i, item in enumerate(items):
             if self.description.pairs != isinstance(item, tuple) or (isinstance(item, tuple) and len(item) != 2):
                 wanted = "a pair of two texts [first, second]" if self.description.pairs else "a text (a string)"
-                raise UserError(f"texts[{i}]: this model classifies {wanted}; got {item!r:.80}")
+                raise UserError(f"{name}[{i}]: this model classifies {wanted}; got {item!r:.80}")
         return items
 
     def predict_proba(self, texts: list[Text], batch_size: int = 32) -> np.ndarray:
         """Class probabilities, shape (len(texts), classes); the numbers `loraclf predict` writes. multi_label:
         one independent probability per class."""
-        from loraclf.evaluate import sigmoid
-        from loraclf.predict import softmax
+        from loraclf.predict import sigmoid, softmax
 
         logits = self.logits(texts, batch_size)
         return sigmoid(logits) if self.multi_label else softmax(logits)

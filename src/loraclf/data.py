@@ -81,6 +81,11 @@ class Table:
         return f"{self.source}: row {i + 1}{line}"
 
 
+def _pick(values: list | None, index) -> list | None:
+    """The items of `values` at `index` (None stays None): what subsets carry along."""
+    return None if values is None else [values[i] for i in index]
+
+
 @dataclass
 class Labelled:
     texts: list[Text]
@@ -91,10 +96,8 @@ class Labelled:
     token_type_ids: list[list[int]] | None = None
 
     def subset(self, index: np.ndarray) -> "Labelled":
-        def pick(values):
-            return None if values is None else [values[i] for i in index]
-
-        return Labelled(pick(self.texts), self.labels[index], pick(self.input_ids), pick(self.token_type_ids))
+        return Labelled(_pick(self.texts, index), self.labels[index], _pick(self.input_ids, index),
+                        _pick(self.token_type_ids, index))
 
     def encoded(self) -> "Encoded":
         return Encoded(self.input_ids, self.labels, self.token_type_ids)
@@ -196,8 +199,11 @@ def _read_csv(path: Path, schema: Schema) -> Table:
                 raise UserError(
                     f"{path}: row {i + 1} (line {lines[i + 1]}): expected {width} fields like the header, got {len(row)}"
                 )
-        return _columns_table(str(path), header, lambda name: [row[header.index(name)] for row in rows[1:]], schema,
-                              lines=lines[1:])
+        def column(name: str) -> list[str]:
+            at = header.index(name)
+            return [row[at] for row in rows[1:]]
+
+        return _columns_table(str(path), header, column, schema, lines=lines[1:])
     raise UserError(
         f"{path}: no column {schema.text!r} in the header {header} and not the AG News layout "
         "(no header; class, title, description); set --data.text_column"
@@ -349,8 +355,8 @@ def _object_table(source: str, obj: Any, schema: Schema) -> Table:
     if isinstance(obj, list):
         return _records_table(source, obj, schema)
     raise UserError(
-        f"{source}: unpickled a {type(obj).__name__}; expected a datasets.Dataset, a pandas DataFrame, "
-        "a dict of columns, or a list"
+        f"{source}: unsupported object {type(obj).__name__}; expected a datasets.Dataset, a DataFrame, "
+        "a dict of columns or a list"
     )
 
 
@@ -433,7 +439,7 @@ def infer_label_names(table: Table, configured: list[str] | None, schema: Schema
         raise UserError(f"{table.source}: no label column {schema.label!r}")
     values = set()
     for i, raw in enumerate(table.raw_labels):
-        found = _label_set(table, i, schema) if schema.task == "multi_label" else [_label_value(raw)]
+        found = _row_labels(table, i, schema)
         if None in found:
             raise UserError(f"{table.where(i)}, column {schema.label!r}: missing label ({raw!r})")
         values.update(found)
@@ -441,8 +447,7 @@ def infer_label_names(table: Table, configured: list[str] | None, schema: Schema
         raise UserError(f"{table.source}, column {schema.label!r}: no row has a label")
     if all(isinstance(v, int) for v in values):
         if min(values) < 0:
-            bad = next(i for i, raw in enumerate(table.raw_labels) if min(values) in
-                       (_label_set(table, i, schema) if schema.task == "multi_label" else [_label_value(raw)]))
+            bad = next(i for i in range(len(table.raw_labels)) if min(values) in _row_labels(table, i, schema))
             raise UserError(f"{table.where(bad)}, column {schema.label!r}: negative label {min(values)}")
         return [str(i) for i in range(max(values) + 1)]
     return sorted(str(v) for v in values)
@@ -473,10 +478,12 @@ def _zero_one(value: Any) -> int | None:
     return number if number in (0, 1) and not isinstance(number, str) else None
 
 
-def _label_set(table: Table, i: int, schema: Schema) -> list[int | str | None]:
-    """A multi-label row's labels: ids or names (None: one is missing), from a list, a joined string, or the
-    row's 0/1 columns (then class ids)."""
+def _row_labels(table: Table, i: int, schema: Schema) -> list[int | str | None]:
+    """Row i's labels as ids or names (None: one is missing). single_label: its one label. multi_label: from a list,
+    a joined string, or the row's 0/1 columns (then class ids)."""
     raw = table.raw_labels[i]
+    if schema.task != "multi_label":
+        return [_label_value(raw)]
     if schema.label_columns:
         ids = []
         for column, value in zip(schema.label_columns, raw):
@@ -503,7 +510,7 @@ def encode_labels(table: Table, label_names: list[str], schema: Schema = Schema(
     ids = np.zeros((len(table.raw_labels), len(label_names)), np.float32) if multi else \
         np.empty(len(table.raw_labels), dtype=np.int64)
     for i, raw in enumerate(table.raw_labels):
-        values = _label_set(table, i, schema) if multi else [_label_value(raw)]
+        values = _row_labels(table, i, schema)
         if multi and not values and not schema.allow_empty:
             raise UserError(f"{table.where(i)}, column {schema.label_where!r}: no label ({raw!r}); set "
                             "data.allow_empty_labels true if a text may belong to no class")
@@ -633,11 +640,8 @@ class Encoded(torch.utils.data.Dataset):
         return self.input_ids[i], label, None if self.token_type_ids is None else self.token_type_ids[i]
 
     def subset(self, index) -> "Encoded":
-        def pick(values):
-            return None if values is None else [values[i] for i in index]
-
-        return Encoded(pick(self.input_ids), None if self.labels is None else self.labels[index],
-                       pick(self.token_type_ids))
+        return Encoded(_pick(self.input_ids, index), None if self.labels is None else self.labels[index],
+                       _pick(self.token_type_ids, index))
 
 
 def encode(tokenizer, texts: list[Text], labels: np.ndarray | None, max_length: int) -> Encoded:

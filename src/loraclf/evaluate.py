@@ -16,6 +16,8 @@ from sklearn.metrics import (
     precision_recall_fscore_support,
 )
 
+from loraclf.predict import sigmoid
+
 
 def metrics(labels: np.ndarray, logits: np.ndarray, label_names: list[str],
             thresholds: list[float] | None = None) -> dict[str, Any]:
@@ -47,10 +49,6 @@ def metrics(labels: np.ndarray, logits: np.ndarray, label_names: list[str],
         "labels": list(label_names),
         "confusion_matrix": confusion_matrix(labels, preds, labels=ids).tolist(),
     }
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    return torch.sigmoid(torch.from_numpy(logits).float()).numpy()
 
 
 def decide(probs: np.ndarray, thresholds: list[float] | None) -> np.ndarray:

@@ -43,6 +43,11 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
 
 
+def sigmoid(logits: np.ndarray) -> np.ndarray:
+    """multi_label: each class's independent probability."""
+    return torch.sigmoid(torch.from_numpy(logits).float()).numpy()
+
+
 def render(probs: np.ndarray, label_names: list[str], fmt: str, submission: bool,
            label_sets: list[list[str]] | None = None) -> str:
     """The output file's text: CSV or JSONL rows of label, label_name and p_<class>, or `ID,Label`.

@@ -30,6 +30,7 @@ from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, Field, StrictStr
 
 from loraclf.config import ServeConfig
+from loraclf.errors import UserError
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>loraclf</title>
 <style>body{font:15px/1.4 system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem}
@@ -89,17 +90,17 @@ def request_items(body: PredictRequest, classifier, limits: ServeConfig) -> list
     items, key = (body.texts, "texts") if body.texts is not None else (body.pairs, "pairs")
     if len(items) > limits.max_texts:
         raise HTTPException(413, f"{len(items)} texts; at most {limits.max_texts} per request")
-    pairs = classifier.description.pairs
+    try:
+        items = classifier.check_inputs(items, key)  # texts or pairs, as the model takes them
+    except UserError as exc:
+        raise HTTPException(422, str(exc)) from None
     for i, item in enumerate(items):
-        if isinstance(item, list) != pairs or (pairs and len(item) != 2):
-            wanted = "a [first, second] pair of texts" if pairs else "a text (a string)"
-            raise HTTPException(422, f"{key}[{i}]: this model classifies {wanted}")
-        for part in item if pairs else [item]:
+        for part in item if isinstance(item, tuple) else (item,):
             if len(part) > limits.max_chars:
                 raise HTTPException(413, f"{key}[{i}] has {len(part):,} characters; at most {limits.max_chars:,}")
             if not part.strip():
                 raise HTTPException(422, f"{key}[{i}] is empty")
-    return [tuple(item) for item in items] if pairs else items
+    return items
 
 
 class MicroBatcher:
