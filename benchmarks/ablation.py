@@ -27,8 +27,8 @@ ROBERTA = ROOT.parent / "shared" / "models" / "roberta-base"
 
 
 def arms(config, labels) -> dict[str, list[str]]:
-    from loraclf import accounting
-    from loraclf.plan import candidates
+    from loraclf.model import accounting
+    from loraclf.model.plan import candidates
 
     paper = ["--lora.r", "7", "--lora.alpha", "77", "--lora.target_modules", "query,key,value",
              "--model.head", "default"]
@@ -48,7 +48,7 @@ def arms(config, labels) -> dict[str, list[str]]:
 def with_overrides(config, args):
     import dataclasses
 
-    from loraclf.config import load_config, parse_overrides
+    from loraclf.config.loading import load_config, parse_overrides
 
     return load_config(tree=dataclasses.asdict(config), overrides=parse_overrides(args))
 
@@ -67,9 +67,11 @@ def main() -> None:
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    from loraclf import accounting
-    from loraclf.config import AG_NEWS_LABELS, load_config, parse_overrides
-    from loraclf.training import train
+
+    from loraclf.config.loading import load_config, parse_overrides
+    from loraclf.config.schema import AG_NEWS_LABELS
+    from loraclf.model import accounting
+    from loraclf.training.recipe import train
 
     base = load_config(args.config, parse_overrides(["--train.epochs", str(args.epochs), "--train.progress", "false"]))
     labels = list(AG_NEWS_LABELS)

@@ -55,8 +55,8 @@ def main() -> None:
     if not (MPNET / "config.json").is_file():
         sys.exit(f"needs MPNet-base in {MPNET}: bash ../shared/scripts/get-mpnet-base.sh")
 
-    from loraclf.config import load_config, parse_overrides
-    from loraclf.training import train
+    from loraclf.config.loading import load_config, parse_overrides
+    from loraclf.training.recipe import train
 
     root = Path(args.root) if args.root else Path(tempfile.mkdtemp(prefix="ablation-base-"))
     print("| arm | seed | val acc | test acc | train s | samples/s | trainable |")

@@ -32,8 +32,8 @@ def main() -> None:
 
     from transformers.utils import logging as hf_logging
 
-    from loraclf.config import load_config, parse_overrides
-    from loraclf.training import train
+    from loraclf.config.loading import load_config, parse_overrides
+    from loraclf.training.recipe import train
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     hf_logging.set_verbosity_error()

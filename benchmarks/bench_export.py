@@ -31,17 +31,17 @@ def main() -> None:
     from transformers import AutoTokenizer
     from transformers.utils import logging as hf_logging
 
-    from loraclf import run
-    from loraclf.classifier import Classifier
-    from loraclf.data import load_splits
-    from loraclf.evaluate import metrics
-    from loraclf.export import export
+    from loraclf.data.splits import load_splits
+    from loraclf.deploy.export import export
+    from loraclf.inference.classifier import Classifier
+    from loraclf.metrics.classification import metrics
+    from loraclf.rundir import layout, readers
 
     warnings.filterwarnings("ignore")
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    config = run.read_config(args.run_dir)
-    tokenizer = AutoTokenizer.from_pretrained(Path(args.run_dir) / run.TOKENIZER)
+    config = readers.read_config(args.run_dir)
+    tokenizer = AutoTokenizer.from_pretrained(Path(args.run_dir) / layout.TOKENIZER)
     splits = load_splits(config.data, tokenizer, log=lambda _: None)
     if splits.test is None:
         raise SystemExit(f"{args.run_dir}: its config holds out no test part")

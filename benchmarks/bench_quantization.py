@@ -29,9 +29,9 @@ ARMS = {"full precision": 0, "8-bit": 8, "4-bit nf4": 4}
 def memory_table(model_path: str) -> None:
     import torch
 
-    from loraclf.config import Config, QuantizationConfig
-    from loraclf.model import build_base
-    from loraclf.quantize import weight_bytes
+    from loraclf.config.schema import Config, QuantizationConfig
+    from loraclf.model.build import build_base
+    from loraclf.model.quantize import weight_bytes
 
     config = Config()
     config.model.name_or_path, config.model.init = model_path, "random"
@@ -98,7 +98,7 @@ def main() -> None:
 
     from transformers.utils import logging as hf_logging
 
-    from loraclf.quantize import quiet_bitsandbytes
+    from loraclf.model.quantize import quiet_bitsandbytes
 
     warnings.filterwarnings("ignore")
     hf_logging.set_verbosity_error()

@@ -6,7 +6,7 @@
 The study's pipeline is the Hugging Face Trainer with `DataCollatorWithPadding`
 (per-batch padding, input order shuffled, no length grouping), fp32 on CPU
 (fp16 on CUDA), batch 64, and the unmerged PEFT model at prediction time.
-loraclf's arms run `loraclf.training.train` with `configs/paper.yaml` as
+loraclf's arms run `loraclf.training.recipe.train` with `configs/paper.yaml` as
 shipped (only the model, the data and the step count replaced; any further
 arguments are config overrides for them): `loraclf` as it is (the study's
 random batches, run as length chunks), `loraclf-unchunked` with each batch
@@ -79,7 +79,7 @@ def non_embedding_parameters(model) -> int:
 def peak_memory_mb(device: str) -> float | None:
     import torch
 
-    from loraclf.runtime import peak_memory_mb as measured
+    from loraclf.model.runtime import peak_memory_mb as measured
 
     return measured(torch.device(device))
 
@@ -91,10 +91,17 @@ def arm_study(model_name: str, steps: int, predict_n: int, device: str) -> dict:
     runs where `datasets` is not installed."""
     import torch
     from peft import LoraConfig, TaskType, get_peft_model
-    from transformers import (AutoConfig, AutoModelForSequenceClassification, AutoTokenizer,
-                              DataCollatorWithPadding, Trainer, TrainerCallback, TrainingArguments)
+    from transformers import (
+        AutoConfig,
+        AutoModelForSequenceClassification,
+        AutoTokenizer,
+        DataCollatorWithPadding,
+        Trainer,
+        TrainerCallback,
+        TrainingArguments,
+    )
 
-    from loraclf.model import resolve_model_path
+    from loraclf.model.build import resolve_model_path
 
     spec = MODELS[model_name]
     path = resolve_model_path(spec["path"])
@@ -167,10 +174,10 @@ def arm_loraclf(model_name: str, steps: int, predict_n: int, device: str, overri
     `process_n` texts, start-up and model load included."""
     import torch
 
-    from loraclf import run
-    from loraclf.classifier import Classifier
-    from loraclf.config import load_config, parse_overrides
-    from loraclf.training import train
+    from loraclf.config.loading import load_config, parse_overrides
+    from loraclf.inference.classifier import Classifier
+    from loraclf.rundir import layout
+    from loraclf.training.recipe import train
 
     spec = MODELS[model_name]
     with tempfile.TemporaryDirectory() as tmp:
@@ -181,7 +188,7 @@ def arm_loraclf(model_name: str, steps: int, predict_n: int, device: str, overri
             "--train.progress", "false", "--train.log_every", "1", "--train.device", device, *overrides,
         ]))
         summary = train(config, Path(tmp) / "run", log=lambda _: None)
-        events = [json.loads(x) for x in (Path(tmp) / "run" / run.METRICS_LOG).read_text().splitlines()]
+        events = [json.loads(x) for x in (Path(tmp) / "run" / layout.METRICS_LOG).read_text().splitlines()]
         steps_log = [e for e in events if e["event"] == "train"]
         first, last = steps_log[0], steps_log[-1]
         seconds = last["elapsed_s"] - first["elapsed_s"]
@@ -278,7 +285,7 @@ def report(args: argparse.Namespace, extra: list[str]) -> None:
 
     import torch
 
-    from loraclf.runtime import cpu_has_bf16
+    from loraclf.model.runtime import cpu_has_bf16
 
     peaks = {name: matmul_peak(name, args.device) for name in ("float32", "bfloat16")}
     where = torch.cuda.get_device_name() if args.device == "cuda" else (

@@ -81,8 +81,8 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
 
 
 def train_run(folder: Path, name: str, train_file: Path, test_file: Path, overrides: dict) -> dict:
-    from loraclf.config import load_config
-    from loraclf.training import train
+    from loraclf.config.loading import load_config
+    from loraclf.training.recipe import train
 
     config = load_config(ROOT / "configs" / "quickstart.yaml", {
         "data.train_file": str(train_file), "data.test_file": str(test_file), "data.test_size": 0,
@@ -98,11 +98,11 @@ def downstream(run_dir: Path, test_file: Path, request: dict, texts) -> dict:
     run's own predictions."""
     from fastapi.testclient import TestClient
 
-    from loraclf import export
-    from loraclf.classifier import Classifier
-    from loraclf.config import ServeConfig
-    from loraclf.evaluate import evaluate_files
-    from loraclf.serve import build_app
+    from loraclf.config.schema import ServeConfig
+    from loraclf.deploy import export
+    from loraclf.deploy.serve import build_app
+    from loraclf.inference.classifier import Classifier
+    from loraclf.inference.evaluate import evaluate_files
 
     result = evaluate_files(run_dir, [str(test_file)])[0]
     clf = Classifier.load(run_dir)

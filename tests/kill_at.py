@@ -15,7 +15,8 @@ import sys
 
 import torch
 
-from loraclf import checkpoint, cli
+from loraclf import cli
+from loraclf.training import checkpoint
 
 
 def kill() -> None:

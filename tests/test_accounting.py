@@ -1,10 +1,11 @@
 import pytest
 import torch
 
-from loraclf import accounting
-from loraclf.config import AG_NEWS_LABELS, Config, load_config, parse_overrides
+from loraclf.config.loading import load_config, parse_overrides
+from loraclf.config.schema import AG_NEWS_LABELS, Config
 from loraclf.errors import UserError
-from loraclf.model import build_model
+from loraclf.model import accounting
+from loraclf.model.adapter import build_model
 
 from conftest import ROBERTA, needs_shared, tiny_roberta_config
 

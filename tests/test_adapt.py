@@ -8,10 +8,11 @@ import numpy as np
 import pytest
 from safetensors.torch import load_file
 
-from loraclf import adapt, run
-from loraclf.config import AdaptConfig
+from loraclf.config.schema import AdaptConfig
 from loraclf.errors import UserError
-from loraclf.training import train
+from loraclf.rundir import layout
+from loraclf.training import adapt
+from loraclf.training.recipe import train
 
 from conftest import write_csv
 from test_training import tiny_config
@@ -69,7 +70,7 @@ def test_rounds_log_counts_and_pseudo_label_accuracy_and_resume_from_the_last_ro
         assert r["pseudo_accuracy"] == pytest.approx(float((pseudo[:, 1] == truth).mean()))
     # The shipped adapter is the last round's weights.
     last = load_file(str(out / "adapt" / "round-2" / "trainable.safetensors"))
-    adapter = load_file(str(out / run.ADAPTER / "adapter_model.safetensors"))
+    adapter = load_file(str(out / layout.ADAPTER / "adapter_model.safetensors"))
     some = next(k for k in adapter if "lora_A" in k)
     assert np.allclose(adapter[some].numpy(), last[next(k for k in last if k.endswith(some.replace(".weight", ".default.weight")))].numpy())
 
@@ -87,7 +88,7 @@ def test_rounds_log_counts_and_pseudo_label_accuracy_and_resume_from_the_last_ro
 
 
 def test_adapt_needs_an_unlabelled_file():
-    from loraclf.config import load_config
+    from loraclf.config.loading import load_config
 
     with pytest.raises(UserError, match="adapt.method self_training: needs data.unlabelled_file"):
         load_config(tree={"data": {"train_file": "x.csv"}, "adapt": {"method": "self_training"}})
@@ -114,3 +115,36 @@ def test_entropy_rounds_train_on_every_unlabelled_text(tmp_path, tiny_model_dir,
     (record,) = summary["adapt"]
     assert record["method"] == "entropy" and record["kept"] == 60 and "target_accuracy" in record
     assert not (tmp_path / "run" / "adapt" / "round-1" / "pseudo_labels.csv").read_text().splitlines()[1:]
+
+
+def test_overwrite_leaves_nothing_of_the_earlier_run(tmp_path, tiny_model_dir, agnews_rows, capsys):
+    """A run with adaptation rounds, evaluations and a report, then --overwrite with another seed and adapt lr:
+    the new run trains its own round (it once loaded the old one's weights) and no file of the old run stays."""
+    from loraclf.cli import main
+    from loraclf.config.loading import save_config
+    from loraclf.inference.evaluate import evaluate_files
+
+    config = _adapt_config(tiny_model_dir, tmp_path, agnews_rows)
+    config.adapt.rounds = 1
+    out = tmp_path / "run"
+    first = train(config, out, log=lambda _: None)
+    evaluate_files(out, [str(tmp_path / "target.csv")])
+    old_round = load_file(str(layout.round_folder(out, 1) / layout.ROUND_STATE))
+    (out / "notes.txt").write_text("the user's own file", encoding="utf-8")
+    assert (out / "eval_target.json").is_file() and (out / "eval_target.png").is_file()
+
+    save_config(config, tmp_path / "recipe.yaml")
+    capsys.readouterr()
+    code = main(["train", "--config", str(tmp_path / "recipe.yaml"), "--output-dir", str(out), "--overwrite",
+                 "--train.seed", "7", "--adapt.lr", "0.002", "--train.progress", "false"])
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "adapt round 1: threshold" in printed and "loaded from" not in printed
+    new_round = load_file(str(layout.round_folder(out, 1) / layout.ROUND_STATE))
+    assert any(not np.array_equal(new_round[k].numpy(), old_round[k].numpy()) for k in old_round)
+    summary = json.loads((out / layout.SUMMARY).read_text(encoding="utf-8"))
+    assert summary["adapt"][0]["train_loss"] != first["adapt"][0]["train_loss"]
+    assert not list(out.glob("eval_*")), "the earlier run's evaluations were left beside the new model"
+    assert (out / "notes.txt").is_file()  # only loraclf's own files are cleared
+    command = json.loads((out / layout.VERSIONS).read_text(encoding="utf-8"))["command"]
+    assert command.startswith("loraclf train --config") and "--overwrite" in command

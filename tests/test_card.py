@@ -7,10 +7,10 @@ import shutil
 import numpy as np
 import pytest
 
-from loraclf import card
-from loraclf.classifier import Classifier
-from loraclf.config import Config
-from loraclf.training import train
+from loraclf.config.schema import Config
+from loraclf.inference.classifier import Classifier
+from loraclf.rundir import card
+from loraclf.training.recipe import train
 
 from conftest import ROBERTA, tiny_roberta_config, write_csv
 from test_training import tiny_config
@@ -30,7 +30,7 @@ def pretrained_run(tmp_path_factory, agnews_rows):
     texts, labels = agnews_rows
     config = tiny_config(folder / "base", write_csv(folder / "train.csv", texts[:80], labels[:80]), epochs=1)
     config.model.init = "pretrained"
-    train(config, folder / "run", log=lambda _: None)
+    train(config, folder / "run", log=lambda _: None, command="loraclf train --config recipe.yaml --output-dir run")
     return folder / "run", texts[1000:1012]
 
 
@@ -64,6 +64,7 @@ def test_the_card_names_base_labels_budget_metrics_and_command(pretrained_run):
     assert f"accuracy {summary['best']['val_accuracy']:.4f}" in text
     assert f"accuracy {summary['test']['accuracy']:.4f}" in text
     versions = json.loads((run_dir / "versions.json").read_text())
+    assert versions["command"] == "loraclf train --config recipe.yaml --output-dir run"  # as the caller gave it
     assert versions["command"] in text and versions["torch"] and versions["peft"] and versions["loraclf"]
 
 

@@ -9,14 +9,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import write_csv
 from safetensors.torch import load_file
-from test_training import tiny_config
 
-from loraclf import checkpoint, run
-from loraclf.config import save_config
+from loraclf.config.loading import save_config
 from loraclf.errors import UserError
-from loraclf.training import train
+from loraclf.rundir import layout, readers
+from loraclf.training import checkpoint
+from loraclf.training.recipe import train
+
+from conftest import write_csv
+from test_training import tiny_config
 
 # 120 training items in batches of 8: 15 steps an epoch, 3 epochs, a checkpoint every 4 steps.
 STEPS_PER_EPOCH = 15
@@ -60,11 +62,11 @@ def assert_bit_equal(a, b):
 
 def outcome(run_dir):
     """Everything a run ends with that must not depend on interruptions."""
-    events = [json.loads(line) for line in (run_dir / run.METRICS_LOG).read_text().splitlines()]
+    events = [json.loads(line) for line in (run_dir / layout.METRICS_LOG).read_text().splitlines()]
     for event in events:
         for timing in ("samples_per_s", "tokens_per_s", "elapsed_s"):
             event.pop(timing, None)
-    summary = json.loads((run_dir / run.SUMMARY).read_text())
+    summary = json.loads((run_dir / layout.SUMMARY).read_text())
     final = load_file(str(checkpoint.latest(run_dir) / "trainable.safetensors"))
     return events, summary["best"], {k: v for k, v in summary["test"].items() if k != "texts_per_s"}, final
 
@@ -83,20 +85,20 @@ def test_sigkilled_runs_resume_to_bit_equal_weights(tmp_path, recipe):
     killed = cli("train", "--resume", str(broken), crash_at="checkpoint-write:36")
     assert killed.returncode == -signal.SIGKILL
     assert checkpoint.latest(broken).name == "step-000032"  # the half-written one is not picked up
-    assert list((broken / checkpoint.FOLDER).glob(".step-000036.*"))
+    assert list((broken / layout.CHECKPOINTS).glob(".step-000036.*"))
 
     resumed = cli("train", "--resume", str(broken))
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming from step-000032" in resumed.stdout
 
-    assert_bit_equal(weights(whole / run.ADAPTER), weights(broken / run.ADAPTER))
+    assert_bit_equal(weights(whole / layout.ADAPTER), weights(broken / layout.ADAPTER))
     events_a, best_a, test_a, final_a = outcome(whole)
     events_b, best_b, test_b, final_b = outcome(broken)
     assert_bit_equal(final_a, final_b)
     assert (events_a, best_a, test_a) == (events_b, best_b, test_b)
     assert best_a["step"] % STEPS_PER_EPOCH == 0  # sanity: 3 epoch-end evaluations happened
     # Last two plus the best are kept; no temporary folder is left.
-    names = sorted(p.name for p in (broken / checkpoint.FOLDER).iterdir())
+    names = sorted(p.name for p in (broken / layout.CHECKPOINTS).iterdir())
     assert names[-2:] == ["step-000044", "step-000045"] and not [n for n in names if n.startswith(".")]
     assert f"step-{best_a['step']:06d}" in names
 
@@ -104,9 +106,9 @@ def test_sigkilled_runs_resume_to_bit_equal_weights(tmp_path, recipe):
 def test_resume_without_a_checkpoint_is_a_one_line_error(tmp_path, recipe):
     folder = tmp_path / "empty-run"
     folder.mkdir()
-    (folder / run.CONFIG).write_text(recipe.read_text())
+    (folder / layout.CONFIG).write_text(recipe.read_text())
     with pytest.raises(UserError, match="no complete checkpoint"):
-        train(run.read_config(folder), folder, resume=True, log=lambda _: None)
+        train(readers.read_config(folder), folder, resume=True, log=lambda _: None)
     result = cli("train", "--resume", str(tmp_path / "nowhere"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "not found" in result.stderr
 

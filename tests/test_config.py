@@ -3,7 +3,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loraclf.config import AG_NEWS_LABELS, load_config, parse_overrides, save_config
+from loraclf.config.loading import load_config, parse_overrides, save_config
+from loraclf.config.schema import AG_NEWS_LABELS
 from loraclf.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
@@ -94,7 +95,7 @@ def test_saved_config_round_trips(tmp_path):
 
 
 def test_a_single_number_is_a_one_item_list():
-    from loraclf.config import load_config, parse_overrides
+    from loraclf.config.loading import load_config, parse_overrides
 
     assert load_config(overrides=parse_overrides(["--lora.layers", "11"])).lora.layers == [11]
     assert load_config(overrides=parse_overrides(["--lora.layers", "10,11"])).lora.layers == [10, 11]

@@ -4,10 +4,12 @@ import pickle
 import numpy as np
 import pytest
 
-from loraclf.config import AG_NEWS_LABELS, DataConfig
-from loraclf.data import (
-    Encoded, Labelled, collate, encode_labels, infer_label_names, length_filter, load_splits, read_file, split,
-)
+from loraclf.config.schema import AG_NEWS_LABELS, DataConfig
+from loraclf.data.batching import collate
+from loraclf.data.encoding import Encoded
+from loraclf.data.labels import encode_labels, infer_label_names
+from loraclf.data.sources import read_file
+from loraclf.data.splits import Labelled, length_filter, load_splits, split
 from loraclf.errors import UserError
 
 from conftest import AGNEWS_5K, AGNEWS_CANONICAL, needs_shared, write_csv
@@ -196,7 +198,7 @@ def test_collate_pads_to_the_longest_in_batch():
 
 
 def test_length_grouped_batches_cover_everything_once_and_pad_less():
-    from loraclf.data import length_grouped_batches
+    from loraclf.data.batching import length_grouped_batches
 
     rng = np.random.default_rng(0)
     lengths = rng.integers(5, 200, size=1000)
@@ -218,7 +220,7 @@ def test_length_chunks_are_the_cheapest_split_of_the_sorted_batch(cost):
     """Against brute force: every way of cutting the length-sorted batch into contiguous chunks."""
     import itertools
 
-    from loraclf.data import length_chunks
+    from loraclf.data.batching import length_chunks
 
     rng = np.random.default_rng(cost)
     for _ in range(20):
@@ -271,7 +273,7 @@ def test_dataset_path_goes_through_datasets_with_classlabel_names(tmp_path, toke
 
 
 def test_unreachable_dataset_is_one_clear_error(tmp_path):
-    from loraclf.data import load_hub
+    from loraclf.data.sources import load_hub
 
     with pytest.raises(UserError, match=r"cannot load dataset .*offline, use local files: --data.train_file"):
         load_hub(str(tmp_path / "no-such-dataset"), "text")
@@ -286,7 +288,7 @@ def test_collate_rounds_width_up_to_a_multiple():
 
 
 def test_every_item_exactly_once_per_epoch_in_seeded_order(tokenizer):
-    from loraclf.data import loader
+    from loraclf.data.batching import loader
 
     rng = np.random.default_rng(1)
     ids = [list(range(2, 2 + int(n))) for n in rng.integers(3, 60, size=203)]
@@ -299,14 +301,14 @@ def test_every_item_exactly_once_per_epoch_in_seeded_order(tokenizer):
 
 
 def test_test_split_picks_the_hub_split_or_none(monkeypatch, tokenizer):
-    from loraclf import data as data_module
-    from loraclf.data import Table
+    from loraclf.data import splits as splits_module
+    from loraclf.data.tables import Table
 
     texts = [f"item number {i} about markets and sport" for i in range(40)]
     hub = {"train": Table("hub[train]", texts, [i % 4 for i in range(40)]),
            "test": Table("hub[test]", texts[:8], [i % 4 for i in range(8)]),
            "validation": Table("hub[validation]", texts[:6], [i % 4 for i in range(6)])}
-    monkeypatch.setattr(data_module, "load_hub", lambda *args: hub)
+    monkeypatch.setattr(splits_module, "load_hub", lambda *args: hub)
     cfg = DataConfig(dataset="some/hub-id", label_names=AG_NEWS_LABELS, length_filter=None)
     assert len(load_splits(cfg, tokenizer, log=lambda _: None).test) == 8
     cfg.test_split = "validation"
@@ -320,7 +322,8 @@ def test_test_split_picks_the_hub_split_or_none(monkeypatch, tokenizer):
 
 # ------------------------------------------------------------------ multi-label and text pairs
 
-from loraclf.data import Schema, tokenize  # noqa: E402
+from loraclf.data.encoding import tokenize  # noqa: E402
+from loraclf.data.tables import Schema
 
 MULTI = Schema(task="multi_label", label="labels")
 NAMES = ["World", "Sports", "Business"]

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from loraclf.data import read_file
+from loraclf.data.sources import read_file
 
 # Any unicode except surrogates (not encodable as UTF-8) and NUL (the loaders treat it as a
 # binary file); weighted towards the characters that break hand-written parsers.

@@ -10,8 +10,8 @@ import pytest
 import yaml
 from safetensors.torch import load_file
 
-from loraclf import run
-from loraclf.distributed import Processes
+from loraclf.rundir import layout
+from loraclf.training.distributed import Processes
 
 from conftest import write_csv
 
@@ -59,7 +59,7 @@ def launch(args, processes: int, crash_at: str | None = None) -> subprocess.Comp
 
 
 def events(folder, kind):
-    return [e for e in map(json.loads, (folder / run.METRICS_LOG).read_text().splitlines()) if e["event"] == kind]
+    return [e for e in map(json.loads, (folder / layout.METRICS_LOG).read_text().splitlines()) if e["event"] == kind]
 
 
 def test_two_processes_follow_the_single_process_run(tmp_path, recipe):
@@ -81,7 +81,7 @@ def test_two_processes_follow_the_single_process_run(tmp_path, recipe):
         assert b["loss"] == pytest.approx(a["loss"], rel=1e-4), a["step"]
     for a, b in zip(events(runs / "one", "eval"), events(runs / "two", "eval")):
         assert b["val_loss"] == pytest.approx(a["val_loss"], rel=1e-4)
-    summary = json.loads((runs / "two" / run.SUMMARY).read_text())
+    summary = json.loads((runs / "two" / layout.SUMMARY).read_text())
     assert summary["processes"] == 2 and summary["test"]["count"] == 16
 
 

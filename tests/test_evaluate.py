@@ -3,8 +3,9 @@ import json
 import numpy as np
 import pytest
 
-from loraclf.evaluate import metrics, plot_confusion
-from loraclf.predict import render, softmax
+from loraclf.inference.outputs import render
+from loraclf.metrics.classification import metrics, softmax
+from loraclf.metrics.plots import plot_confusion
 
 
 def one_hot_logits(preds, k):
@@ -46,7 +47,7 @@ def test_submission_and_probability_rendering():
 def test_multi_label_metrics_equal_scikit_learns():
     from sklearn.metrics import accuracy_score, f1_score, hamming_loss, multilabel_confusion_matrix
 
-    from loraclf.evaluate import tune_thresholds
+    from loraclf.metrics.classification import tune_thresholds
 
     rng = np.random.default_rng(0)
     labels = (rng.random((50, 4)) > 0.6).astype(np.float32)

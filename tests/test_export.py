@@ -7,11 +7,12 @@ import sys
 import numpy as np
 import pytest
 
-from loraclf import export
 from loraclf.cli import main
+from loraclf.deploy import export
 from loraclf.errors import UserError
-from loraclf.classifier import Classifier
-from loraclf.training import train
+from loraclf.inference import manifest
+from loraclf.inference.classifier import Classifier
+from loraclf.training.recipe import train
 
 from conftest import write_csv
 from test_training import tiny_config
@@ -72,7 +73,7 @@ def test_merged_export_matches_the_unmerged_adapter_and_loads_without_peft(tmp_p
     if head == "mean":  # the stock class reads the first token: the manifest's pooling is applied on load
         probe = probe.replace(".eval()\n", ".eval()\nfrom loraclf.pooling import apply_pooling\n"
                                             "apply_pooling(model, 'mean')\n")
-        assert json.loads((out / export.MANIFEST).read_text())["pooling"] == "mean"
+        assert json.loads((out / manifest.MANIFEST).read_text())["pooling"] == "mean"
     done = subprocess.run([sys.executable, "-c", probe, *texts[:3]], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-1500:]
     assert np.abs(np.array(json.loads(done.stdout.strip().splitlines()[-1])) - reference[:3]).max() < 1e-4
@@ -85,7 +86,7 @@ def test_onnx_export_matches_within_1e_3_and_int8_agrees_on_labels(tmp_path, tra
     fp32 = export.export(runs[head], "onnx", tmp_path / "onnx", log=lambda _: None)
     assert np.abs(logits_of(fp32, texts) - reference).max() < 1e-3
     int8 = export.export(runs[head], "onnx", tmp_path / "int8", int8=True, log=lambda _: None)
-    assert json.loads((int8 / export.MANIFEST).read_text())["format"] == "onnx-int8"
+    assert json.loads((int8 / manifest.MANIFEST).read_text())["format"] == "onnx-int8"
     assert not (int8 / "fp32").exists()
     agreement = (logits_of(int8, texts).argmax(1) == reference.argmax(1)).mean()
     assert agreement >= 0.99, agreement

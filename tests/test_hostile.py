@@ -14,9 +14,10 @@ import stat
 from pathlib import Path
 
 import pytest
-from conftest import tiny_roberta_config, write_csv
 
 from loraclf.cli import main
+
+from conftest import tiny_roberta_config, write_csv
 
 LABELS = "[World, Sports, Business, Sci/Tech]"
 

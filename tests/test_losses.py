@@ -6,7 +6,7 @@ import torch
 from sklearn.utils.class_weight import compute_class_weight
 
 from loraclf.errors import UserError
-from loraclf.losses import Objective
+from loraclf.training.losses import Objective
 
 NAMES = ["a", "b", "c"]
 

@@ -4,17 +4,21 @@ import math
 
 import pytest
 import torch
-from test_training import small_csv, tiny_config  # noqa: F401  (small_csv is a fixture)
 
-from loraclf import accounting, run
-from loraclf.config import Config
-from loraclf.data import encode, load_splits
+from loraclf.config.schema import Config
+from loraclf.data.encoding import encode
+from loraclf.data.splits import load_splits
 from loraclf.errors import UserError
-from loraclf.evaluate import metrics
-from loraclf.model import build_model
-from loraclf.classifier import Classifier
-from loraclf.predict import predict_logits
-from loraclf.training import param_groups, train
+from loraclf.inference.classifier import Classifier
+from loraclf.metrics.classification import metrics
+from loraclf.model import accounting
+from loraclf.model.adapter import build_model
+from loraclf.model.logits import predict_logits
+from loraclf.rundir import readers
+from loraclf.training.loop import param_groups
+from loraclf.training.recipe import train
+
+from test_training import small_csv, tiny_config  # noqa: F401  (small_csv is a fixture)
 
 HIDDEN, LAYERS, R = 32, 2, 4  # the tiny RoBERTa of conftest; q, k, v targeted
 HEAD = HIDDEN * HIDDEN + HIDDEN + HIDDEN * 2 + 2  # default head, 2 classes
@@ -92,7 +96,7 @@ def test_each_method_trains_saves_and_reloads(tmp_path, tiny_model_dir, small_cs
     assert summary["parameters"]["lora"] == LAYERS * 3 * PER_LAYER[name]
     for merge in (False, True):
         trained = Classifier.load(out, device="cpu", precision="fp32", merge=merge)
-        splits = load_splits(run.read_config(out).data, trained.tokenizer, log=lambda _: None)
+        splits = load_splits(readers.read_config(out).data, trained.tokenizer, log=lambda _: None)
         val = encode(trained.tokenizer, splits.val.texts, None, config.data.max_length)
         with torch.no_grad():
             result = metrics(splits.val.labels, predict_logits(trained.model, val, 16, 1, "cpu"), trained.labels)
@@ -102,7 +106,8 @@ def test_each_method_trains_saves_and_reloads(tmp_path, tiny_model_dir, small_cs
 @pytest.mark.parametrize("init", ["pissa", "olora"])
 def test_pissa_and_olora_start_from_the_base_model_and_reload_on_the_original_weights(
         tmp_path, tiny_model_dir, small_csv, init):  # noqa: F811
-    from loraclf.model import build_base, wrap_with_lora
+    from loraclf.model.adapter import wrap_with_lora
+    from loraclf.model.build import build_base
 
     config = tiny(tiny_model_dir, init=init)
     ids = torch.tensor([[0, 31414, 232, 328, 2]])
@@ -120,7 +125,7 @@ def test_pissa_and_olora_start_from_the_base_model_and_reload_on_the_original_we
     summary = train(config, out, log=lambda _: None)
     for merge in (False, True):
         trained = Classifier.load(out, device="cpu", precision="fp32", merge=merge)  # the original random base + the converted adapter
-        splits = load_splits(run.read_config(out).data, trained.tokenizer, log=lambda _: None)
+        splits = load_splits(readers.read_config(out).data, trained.tokenizer, log=lambda _: None)
         val = encode(trained.tokenizer, splits.val.texts, None, config.data.max_length)
         with torch.no_grad():
             result = metrics(splits.val.labels, predict_logits(trained.model, val, 16, 1, "cpu"), trained.labels)

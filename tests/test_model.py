@@ -2,9 +2,11 @@ import pytest
 import torch
 from transformers import AutoModelForSequenceClassification
 
-from loraclf.config import LoraSettings, ModelConfig
+from loraclf.config.schema import LoraConfig, ModelConfig
 from loraclf.errors import UserError
-from loraclf.model import build_base, head_module_names, resolve_model_path, wrap_with_lora
+from loraclf.model.adapter import wrap_with_lora
+from loraclf.model.build import build_base, resolve_model_path
+from loraclf.model.heads import head_module_names
 
 from conftest import tiny_roberta_config
 
@@ -29,14 +31,14 @@ def test_lora_at_init_equals_the_base_model(tiny_dir):
     ids = torch.randint(3, 100, (3, 9))
     with torch.no_grad():
         before = base(input_ids=ids).logits.clone()
-        model = wrap_with_lora(base, LoraSettings(r=4, alpha=8, target_modules=["query", "value"])).eval()
+        model = wrap_with_lora(base, LoraConfig(r=4, alpha=8, target_modules=["query", "value"])).eval()
         after = model(input_ids=ids).logits
     torch.testing.assert_close(after, before, rtol=0, atol=0)
 
 
 def test_only_lora_and_head_train(tiny_dir):
     base = build_base(ModelConfig(name_or_path=str(tiny_dir), init="random"), LABELS)
-    model = wrap_with_lora(base, LoraSettings(r=2, target_modules=["query"]))
+    model = wrap_with_lora(base, LoraConfig(r=2, target_modules=["query"]))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n or "classifier.modules_to_save" in n for n in trainable)
     assert any("classifier.modules_to_save.default.dense.weight" in n for n in trainable)
@@ -47,7 +49,7 @@ def test_merged_weight_is_w_plus_scaled_ba(tiny_dir):
     torch.manual_seed(0)
     base = build_base(ModelConfig(name_or_path=str(tiny_dir), init="random"), LABELS)
     r, alpha = 4, 12
-    model = wrap_with_lora(base, LoraSettings(r=r, alpha=alpha, target_modules=["query", "key", "value"])).eval()
+    model = wrap_with_lora(base, LoraConfig(r=r, alpha=alpha, target_modules=["query", "key", "value"])).eval()
     query = model.base_model.model.roberta.encoder.layer[1].attention.self.query
     with torch.no_grad():
         query.lora_B["default"].weight.normal_()
@@ -66,7 +68,7 @@ def test_merged_weight_is_w_plus_scaled_ba(tiny_dir):
 def test_unknown_target_lists_the_linear_layers(tiny_dir):
     base = build_base(ModelConfig(name_or_path=str(tiny_dir), init="random"), LABELS)
     with pytest.raises(UserError, match=r"\['q_proj'\] not found in RobertaForSequenceClassification.*query"):
-        wrap_with_lora(base, LoraSettings(target_modules=["q_proj"]))
+        wrap_with_lora(base, LoraConfig(target_modules=["q_proj"]))
 
 
 def test_package_model_path():
@@ -92,14 +94,14 @@ def test_pretrained_weights_load_from_a_folder(tiny_dir, tmp_path):
 def test_bert_pooler_is_part_of_the_head(tmp_path):
     from transformers import BertConfig
 
-    from loraclf import accounting
-    from loraclf.config import Config
+    from loraclf.config.schema import Config
+    from loraclf.model import accounting
 
     BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                intermediate_size=64).save_pretrained(tmp_path)
     base = build_base(ModelConfig(name_or_path=str(tmp_path), init="random"), LABELS)
     assert head_module_names(base) == ["classifier", "bert.pooler"]
-    model = wrap_with_lora(base, LoraSettings(r=2, target_modules=["query", "value"]))
+    model = wrap_with_lora(base, LoraConfig(r=2, target_modules=["query", "value"]))
     trainable = [n for n, p in model.named_parameters() if p.requires_grad and "lora_" not in n]
     assert sorted(trainable) == sorted([
         "base_model.model.bert.pooler.modules_to_save.default.dense.weight",
@@ -117,13 +119,13 @@ def test_bert_pooler_is_part_of_the_head(tmp_path):
 
 def test_dotted_targets_match_name_suffixes(tiny_dir):
     base = build_base(ModelConfig(name_or_path=str(tiny_dir), init="random"), LABELS)
-    model = wrap_with_lora(base, LoraSettings(r=2, target_modules=["query", "intermediate.dense"]))
+    model = wrap_with_lora(base, LoraConfig(r=2, target_modules=["query", "intermediate.dense"]))
     wrapped = {n.rsplit(".lora_A", 1)[0] for n, _ in model.named_parameters() if ".lora_A." in n}
     assert any(n.endswith("layer.0.intermediate.dense") for n in wrapped)
     assert not any("output.dense" in n for n in wrapped)
     base = build_base(ModelConfig(name_or_path=str(tiny_dir), init="random"), LABELS)
     with pytest.raises(UserError, match=r"\['nope.dense'\] not found"):
-        wrap_with_lora(base, LoraSettings(target_modules=["nope.dense"]))
+        wrap_with_lora(base, LoraConfig(target_modules=["nope.dense"]))
 
 
 def test_dropout_override_reaches_the_encoder(tiny_dir):
@@ -132,7 +134,7 @@ def test_dropout_override_reaches_the_encoder(tiny_dir):
     kept = build_base(ModelConfig(name_or_path=str(tiny_dir), init="random"), LABELS)
     assert kept.config.hidden_dropout_prob == 0.1
     # With every dropout off, train mode is deterministic.
-    model = wrap_with_lora(base, LoraSettings(r=2, dropout=0.0)).train()
+    model = wrap_with_lora(base, LoraConfig(r=2, dropout=0.0)).train()
     ids = torch.randint(3, 100, (2, 9))
     torch.testing.assert_close(model(input_ids=ids).logits, model(input_ids=ids).logits)
 

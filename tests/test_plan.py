@@ -1,11 +1,13 @@
 import json
 
 import pytest
-from conftest import ROBERTA, needs_shared, write_csv
 
 from loraclf.cli import main
-from loraclf.config import AG_NEWS_LABELS, Config, load_config
-from loraclf.plan import candidates, exact
+from loraclf.config.loading import load_config
+from loraclf.config.schema import AG_NEWS_LABELS, Config
+from loraclf.model.plan import candidates, exact
+
+from conftest import ROBERTA, needs_shared, write_csv
 
 
 @needs_shared

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loraclf.pooling import apply_pooling, encoder_of, masked_mean
+from loraclf.model.pooling import apply_pooling, encoder_of, masked_mean
+
 from families import FAMILIES, tiny_model
 
 
@@ -58,9 +59,9 @@ def test_pooling_is_applied_once_and_cls_changes_nothing():
 
 @pytest.mark.parametrize("head", ["default", "linear", "lowrank"])
 def test_mean_pooled_models_count_exactly_as_planned(tiny_model_dir, head):
-    from loraclf import accounting
-    from loraclf.config import AG_NEWS_LABELS, Config
-    from loraclf.model import build_model
+    from loraclf.config.schema import AG_NEWS_LABELS, Config
+    from loraclf.model import accounting
+    from loraclf.model.adapter import build_model
 
     config = Config()
     config.model.name_or_path, config.model.init = str(tiny_model_dir), "random"

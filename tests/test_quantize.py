@@ -12,15 +12,17 @@ import numpy as np
 import pytest
 import torch
 
-from loraclf import accounting, quantize, run
-from loraclf.config import QuantizationConfig
-from loraclf.data import encode
+from loraclf.config.schema import QuantizationConfig
+from loraclf.data.encoding import encode
 from loraclf.errors import UserError
-from loraclf.evaluate import metrics
-from loraclf.model import build_base, wrap_with_lora
-from loraclf.classifier import Classifier
-from loraclf.predict import predict_logits
-from loraclf.training import train
+from loraclf.inference.classifier import Classifier
+from loraclf.metrics.classification import metrics
+from loraclf.model import accounting, quantize
+from loraclf.model.adapter import wrap_with_lora
+from loraclf.model.build import build_base
+from loraclf.model.logits import predict_logits
+from loraclf.rundir import layout, readers
+from loraclf.training.recipe import train
 
 from conftest import ROBERTA, tiny_roberta_config, write_csv
 from test_training import tiny_config
@@ -125,7 +127,7 @@ def test_missing_bitsandbytes_is_a_one_line_error(monkeypatch):
 @pytest.mark.parametrize("bits", [4, 8])
 def test_quantized_run_reloads_on_a_quantized_and_on_a_full_precision_base(tmp_path, model64_dir, agnews_rows,
                                                                           bits):
-    from loraclf.data import load_splits
+    from loraclf.data.splits import load_splits
 
     texts, labels = agnews_rows
     data = write_csv(tmp_path / "train.csv", texts[:80], labels[:80])
@@ -133,11 +135,11 @@ def test_quantized_run_reloads_on_a_quantized_and_on_a_full_precision_base(tmp_p
     config.quantization = quantized(bits)
     summary = train(config, tmp_path / "run", log=lambda _: None)
     assert summary["quantization"] == f"{bits}-bit"
-    assert summary["parameters"] == json.loads((tmp_path / "run" / run.BUDGET).read_text())
+    assert summary["parameters"] == json.loads((tmp_path / "run" / layout.BUDGET).read_text())
 
     loaded = Classifier.load(tmp_path / "run", device="cpu", precision="fp32")
     assert {"Linear4bit", "Linear8bitLt"} & {type(m).__name__ for m in loaded.model.modules()}
-    splits = load_splits(run.read_config(tmp_path / "run").data, loaded.tokenizer, lambda _: None)
+    splits = load_splits(readers.read_config(tmp_path / "run").data, loaded.tokenizer, lambda _: None)
     val = encode(loaded.tokenizer, splits.val.texts, None, config.data.max_length)
     on_quantized = predict_logits(loaded.model, val, 16, 1, "cpu")
     # On the base it trained on, the adapter gives back the validation loss recorded in training.
@@ -155,7 +157,7 @@ def test_4bit_training_survives_a_validation_pass_in_bf16(model64_dir, random_ba
     """Regression: on CPUs with AVX-512 BF16, bitsandbytes repacks a 4-bit weight for its inference kernel the
     first time it runs in eval mode without gradients, and the next training step then went through that
     kernel (`result += bias` on a tensor that needs a gradient: RuntimeError). Training keeps the training layout."""
-    from loraclf.runtime import autocast
+    from loraclf.model.runtime import autocast
 
     config = tiny_config(model64_dir, "unused.csv")
     config.quantization = quantized(4)

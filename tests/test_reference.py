@@ -4,15 +4,15 @@ import dataclasses
 import typing
 from pathlib import Path
 
-from loraclf import reference
-from loraclf.config import Config
+from loraclf.config import reference
+from loraclf.config.schema import Config
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "config.md"
 
 
 def test_docs_config_md_is_what_the_code_generates():
     assert DOC.read_text(encoding="utf-8") == reference.markdown(), \
-        "docs/config.md is stale: python -m loraclf.reference > docs/config.md"
+        "docs/config.md is stale: python -m loraclf.config.reference > docs/config.md"
 
 
 def test_every_key_is_in_the_reference_with_a_meaning():
@@ -22,4 +22,4 @@ def test_every_key_is_in_the_reference_with_a_meaning():
         comments = reference.field_comments(cls)
         for field in dataclasses.fields(cls):
             assert f"| `{section.name}.{field.name}` |" in text, field.name
-            assert comments.get(field.name), f"{section.name}.{field.name} has no comment in config.py"
+            assert comments.get(field.name), f"{section.name}.{field.name} has no comment in config/schema.py"

@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from loraclf import report, run
 from loraclf.cli import main
-from loraclf.training import train
+from loraclf.rundir import layout, report
+from loraclf.training.recipe import train
 
 from conftest import write_csv
 from test_training import tiny_config
@@ -33,7 +33,7 @@ def finished(tmp_path_factory, tiny_model_dir, agnews_rows):
 
 
 def test_training_writes_a_self_contained_report(finished):
-    page = (finished / report.REPORT).read_text(encoding="utf-8")
+    page = (finished / layout.REPORT).read_text(encoding="utf-8")
     for section in ("Learning curves", "Test set", "Most confident mistakes", "Parameters",
                     "Timings and throughput", "Resolved config"):
         assert section in page
@@ -46,21 +46,21 @@ def test_training_writes_a_self_contained_report(finished):
     assert all(m["label"] != m["predicted"] for m in mistakes)
     assert f"{test['accuracy']:.4f}" in page
     assert "<script>alert" not in page  # escaped
-    budget = json.loads((finished / run.BUDGET).read_text())
+    budget = json.loads((finished / layout.BUDGET).read_text())
     assert f"{budget['trainable']:,}" in page
 
 
 def test_report_command_rewrites_it(finished, tmp_path):
     target = tmp_path / "copy.html"
     assert main(["report", str(finished), "--output", str(target)]) == 0
-    assert target.read_text(encoding="utf-8") == (finished / report.REPORT).read_text(encoding="utf-8")
+    assert target.read_text(encoding="utf-8") == (finished / layout.REPORT).read_text(encoding="utf-8")
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="needs headless Chromium (apt-get install chromium)")
 def test_chromium_loads_every_plot(finished, tmp_path):
     done = subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=5000",
                            f"--user-data-dir={tmp_path / 'profile'}", "--dump-dom",
-                           (finished / report.REPORT).resolve().as_uri()],
+                           (finished / layout.REPORT).resolve().as_uri()],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-1500:]
     # The page marks how many of its images the browser decoded once it had loaded.

@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from loraclf import runtime
 from loraclf.errors import UserError
+from loraclf.model import runtime
 
 
 def test_precision_choices_on_cpu(monkeypatch):

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from loraclf.config import load_config
+from loraclf.config.loading import load_config
 
 from conftest import write_csv
 
@@ -110,7 +110,7 @@ def test_over_budget_samples_are_rejected_untrained_and_not_counted(tmp_path, re
 
 
 def test_the_recipe_itself_is_the_first_trial_when_the_space_holds_it(tmp_path, recipe):
-    from loraclf.search import recipe_params
+    from loraclf.tuning.search import recipe_params
 
     config = load_config(recipe)
     config.lora.r, config.lora.alpha, config.train.epochs, config.train.lr = 4, 8, 1, 1e-3
@@ -126,7 +126,7 @@ def test_pruned_trials_close_their_trackers_and_the_next_trial_logs(tmp_path, re
     from mlflow.tracking import MlflowClient
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    from loraclf import search
+    from loraclf.tuning import search
 
     class PruneEvenTrials(optuna.pruners.BasePruner):
         def prune(self, study, trial) -> bool:
@@ -153,7 +153,7 @@ def test_pruned_trials_close_their_trackers_and_the_next_trial_logs(tmp_path, re
 
 
 def test_poolings_are_searched_when_listed_and_the_recipe_point_keeps_its_own(recipe):
-    from loraclf.search import _structure, recipe_params, sample
+    from loraclf.tuning.search import _structure, recipe_params, sample
 
     config = load_config(recipe)
     fixed = {"method": "lora", "r": 2, "alpha_ratio": 1.0, "target_modules": "attention_qkv", "layers": "all",

@@ -12,7 +12,7 @@ import time
 import numpy as np
 import pytest
 
-from loraclf.training import train
+from loraclf.training.recipe import train
 
 from conftest import write_csv
 from test_training import tiny_config

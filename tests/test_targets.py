@@ -7,11 +7,11 @@ import re
 import pytest
 import torch
 
-from loraclf import accounting, targets
-from loraclf.config import AG_NEWS_LABELS, load_config, parse_overrides
+from loraclf.config.loading import load_config, parse_overrides
+from loraclf.config.schema import AG_NEWS_LABELS, LoraConfig
 from loraclf.errors import UserError
-from loraclf.model import wrap_with_lora
-from loraclf.config import LoraSettings
+from loraclf.model import accounting, targets
+from loraclf.model.adapter import wrap_with_lora
 
 from conftest import ROBERTA, needs_shared
 from families import FAMILIES, tiny_model
@@ -47,7 +47,7 @@ def _adapted(model) -> set[str]:
 def test_roles_adapt_exactly_their_layers_in_every_family(family, role):
     expected = EXPECTED[family]
     want = {p for paths in expected.values() for p in paths} if role == "all-linear" else set(expected[role])
-    model = wrap_with_lora(tiny_model(family), LoraSettings(r=2, target_modules=[role]))
+    model = wrap_with_lora(tiny_model(family), LoraConfig(r=2, target_modules=[role]))
     assert _adapted(model) == want
     layers = model.config.num_hidden_layers if family != "distilbert" else model.config.n_layers
     adapted = sum(1 for _, m in model.named_modules() if isinstance(getattr(m, "lora_A", None), torch.nn.ModuleDict))

@@ -8,10 +8,11 @@ import pytest
 import torch
 from sklearn.metrics import f1_score, hamming_loss
 
-from loraclf import export, run
-from loraclf.classifier import Classifier
 from loraclf.cli import main
-from loraclf.training import train
+from loraclf.deploy import export
+from loraclf.inference.classifier import Classifier
+from loraclf.rundir import layout
+from loraclf.training.recipe import train
 
 from test_training import tiny_config
 
@@ -42,8 +43,8 @@ def write_jsonl(path, rows):
 def serve_client(folder):
     from fastapi.testclient import TestClient
 
-    from loraclf.config import ServeConfig
-    from loraclf.serve import build_app
+    from loraclf.config.schema import ServeConfig
+    from loraclf.deploy.serve import build_app
 
     return TestClient(build_app(Classifier.load(folder, device="cpu", precision="fp32"), ServeConfig()))
 
@@ -60,7 +61,7 @@ def test_multi_label_run_end_to_end(tmp_path, tiny_model_dir):
     summary = train(config, out, log=lambda _: None)
 
     # Test metrics are scikit-learn's on the saved model's predictions with the saved thresholds.
-    thresholds = json.loads((out / run.THRESHOLDS).read_text())["thresholds"]
+    thresholds = json.loads((out / layout.THRESHOLDS).read_text())["thresholds"]
     assert len(thresholds) == 4 and summary["thresholds"] == dict(zip(NAMES, thresholds))
     clf = Classifier.load(out, device="cpu", precision="fp32")
     truth = np.array([[name in row["labels"] for name in NAMES] for row in test_rows], dtype=int)
@@ -72,7 +73,7 @@ def test_multi_label_run_end_to_end(tmp_path, tiny_model_dir):
     assert summary["test"]["micro_f1"] > 0.8  # it learned the keywords
     assert clf.predict(texts[:3]) == [[NAMES[c] for c in np.flatnonzero(p)] for p in preds[:3]]
     # The head is 4 sigmoids: dense 32x32 + out_proj 32x4, as counted before training.
-    assert json.loads((out / run.BUDGET).read_text())["head"] == 32 * 32 + 32 + 32 * 4 + 4
+    assert json.loads((out / layout.BUDGET).read_text())["head"] == 32 * 32 + 32 + 32 * 4 + 4
 
     assert main(["evaluate", str(out), "--data", str(test_file)]) == 0
     evaluated = json.loads((out / "eval_test.json").read_text())

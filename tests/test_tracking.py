@@ -6,9 +6,10 @@ import os
 
 import pytest
 
-from loraclf import run, tracking
 from loraclf.errors import UserError
-from loraclf.training import train
+from loraclf.rundir import layout
+from loraclf.training import tracking
+from loraclf.training.recipe import train
 
 from conftest import write_csv
 from test_training import tiny_config
@@ -32,7 +33,7 @@ def test_tensorboard_and_mlflow_get_what_metrics_jsonl_gets(tmp_path, tiny_model
     config.train.log_to = ["jsonl", "tensorboard", "mlflow"]
     out = tmp_path / "run"
     summary = train(config, out, log=lambda _: None)
-    events = [json.loads(line) for line in (out / run.METRICS_LOG).read_text().splitlines()]
+    events = [json.loads(line) for line in (out / layout.METRICS_LOG).read_text().splitlines()]
     train_loss = [(e["step"], e["loss"]) for e in events if e["event"] == "train"]
     val_acc = [(e["step"], e["val_accuracy"]) for e in events if e["event"] == "eval"]
 

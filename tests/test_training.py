@@ -5,14 +5,16 @@ import pytest
 import torch
 import yaml
 
-from loraclf import run
-from loraclf.config import Config
-from loraclf.data import encode
+from loraclf.config.schema import Config
+from loraclf.data.encoding import encode
 from loraclf.errors import UserError
-from loraclf.evaluate import metrics
-from loraclf.classifier import Classifier
-from loraclf.predict import predict_logits
-from loraclf.training import param_groups, train
+from loraclf.inference.classifier import Classifier
+from loraclf.metrics.classification import metrics
+from loraclf.model.logits import predict_logits
+from loraclf.rundir import layout, readers
+from loraclf.training import checkpoint
+from loraclf.training.loop import param_groups
+from loraclf.training.recipe import train
 
 from conftest import write_csv
 
@@ -40,19 +42,19 @@ def small_csv(tmp_path, agnews_rows):
 def test_train_writes_a_complete_run_folder(tmp_path, tiny_model_dir, small_csv):
     out = tmp_path / "run"
     summary = train(tiny_config(tiny_model_dir, small_csv, eval_every=3), out, log=lambda _: None)
-    for name in (run.CONFIG, run.LABELS, run.BUDGET, run.METRICS_LOG, run.SUMMARY, "test_metrics.json",
+    for name in (layout.CONFIG, layout.LABELS, layout.BUDGET, layout.METRICS_LOG, layout.SUMMARY, "test_metrics.json",
                  "test_confusion_matrix.png", "adapter/adapter_model.safetensors", "adapter/adapter_config.json",
                  "tokenizer", "base_model/model.safetensors"):
         assert (out / name).exists(), name
     assert not list(out.glob(".*")), "temporary files left behind"
-    events = [json.loads(line) for line in (out / run.METRICS_LOG).read_text().splitlines()]
+    events = [json.loads(line) for line in (out / layout.METRICS_LOG).read_text().splitlines()]
     evals = [e for e in events if e["event"] == "eval"]
     per_epoch = -(-summary["train_items"] // 8)
     expected = sorted({s for s in range(3, 2 * per_epoch + 1, 3)} | {per_epoch, 2 * per_epoch})
     assert [e["step"] for e in evals] == expected  # every 3 steps, and once at each epoch end
     assert all(np.isfinite(e["loss"]) for e in events if e["event"] == "train")
-    assert summary["parameters"]["trainable"] == json.loads((out / run.BUDGET).read_text())["trainable"]
-    assert yaml.safe_load((out / run.CONFIG).read_text())["lora"]["r"] == 4
+    assert summary["parameters"]["trainable"] == json.loads((out / layout.BUDGET).read_text())["trainable"]
+    assert yaml.safe_load((out / layout.CONFIG).read_text())["lora"]["r"] == 4
     assert summary["test"]["count"] == 16
 
 
@@ -64,14 +66,14 @@ def test_saved_best_adapter_reproduces_the_best_validation(tmp_path, tiny_model_
     config.model.head, config.model.head_rank = head, 3
     summary = train(config, out, log=lambda _: None)
     trained = Classifier.load(out, device="cpu", precision="fp32", merge=False)
-    from loraclf.data import load_splits
+    from loraclf.data.splits import load_splits
 
-    splits = load_splits(run.read_config(out).data, trained.tokenizer, log=lambda _: None)
+    splits = load_splits(readers.read_config(out).data, trained.tokenizer, log=lambda _: None)
     val = encode(trained.tokenizer, splits.val.texts, None, config.data.max_length)
     result = metrics(splits.val.labels, predict_logits(trained.model, val, 16, 1, "cpu"), trained.labels)
     assert result["loss"] == pytest.approx(summary["best"]["val_loss"], abs=1e-5)
     assert summary["best"]["val_loss"] == min(
-        json.loads(line)["val_loss"] for line in (out / run.METRICS_LOG).read_text().splitlines()
+        json.loads(line)["val_loss"] for line in (out / layout.METRICS_LOG).read_text().splitlines()
         if '"eval"' in line)
 
 
@@ -110,7 +112,7 @@ def test_existing_run_folder_needs_overwrite(tmp_path, tiny_model_dir, small_csv
 
 
 def test_no_weight_decay_on_bias_and_layernorm(tiny_model_dir):
-    from loraclf.model import build_model
+    from loraclf.model.adapter import build_model
 
     config = Config()
     config.model.name_or_path, config.model.init = str(tiny_model_dir), "random"
@@ -160,7 +162,7 @@ def test_bf16_autocast_stays_close_to_fp32(tmp_path, tiny_model_dir, small_csv, 
 def test_max_steps_stops_early_and_validates_once_at_the_end(tmp_path, tiny_model_dir, small_csv):
     out = tmp_path / "run"
     summary = train(tiny_config(tiny_model_dir, small_csv, epochs=3, max_steps=4), out, log=lambda _: None)
-    events = [json.loads(line) for line in (out / run.METRICS_LOG).read_text().splitlines()]
+    events = [json.loads(line) for line in (out / layout.METRICS_LOG).read_text().splitlines()]
     assert summary["steps"] == 4
     assert [e["step"] for e in events if e["event"] == "eval"] == [4]
     assert summary["train_seconds"] > 0 and summary["eval_seconds"] > 0
@@ -192,7 +194,7 @@ def test_gradient_checkpointing_recomputes_the_same_steps(tmp_path, tiny_model_d
         config.model.dropout, config.lora.dropout = 0.0, 0.0  # recomputation redraws dropout masks
         train(config, tmp_path / str(checkpointing), log=lambda _: None)
         losses[checkpointing] = [json.loads(line)["loss"] for line in
-                                 (tmp_path / str(checkpointing) / run.METRICS_LOG).read_text().splitlines()
+                                 (tmp_path / str(checkpointing) / layout.METRICS_LOG).read_text().splitlines()
                                  if '"train"' in line]
     assert len(losses[True]) > 3 and calls  # the layers did run through activation checkpointing
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
@@ -200,11 +202,11 @@ def test_gradient_checkpointing_recomputes_the_same_steps(tmp_path, tiny_model_d
 
 def test_length_chunks_give_the_whole_batch_loss(tmp_path, tiny_model_dir, small_csv, monkeypatch):
     """Chunked batches (cost 1: nearly every length its own chunk) train as the whole padded batches do."""
-    from loraclf import training
+    from loraclf.training import loop
 
     sizes = []
-    split = training.length_chunks
-    monkeypatch.setattr(training, "length_chunks", lambda *a: sizes.append(len(split(*a))) or split(*a))
+    split = loop.length_chunks
+    monkeypatch.setattr(loop, "length_chunks", lambda *a: sizes.append(len(split(*a))) or split(*a))
     losses = {}
     for chunked in (False, True):
         config = tiny_config(tiny_model_dir, small_csv, epochs=1, precision="fp32", log_every=1,
@@ -212,7 +214,7 @@ def test_length_chunks_give_the_whole_batch_loss(tmp_path, tiny_model_dir, small
         config.model.dropout, config.lora.dropout = 0.0, 0.0
         train(config, tmp_path / str(chunked), log=lambda _: None)
         losses[chunked] = [json.loads(line)["loss"] for line in
-                           (tmp_path / str(chunked) / run.METRICS_LOG).read_text().splitlines() if '"train"' in line]
+                           (tmp_path / str(chunked) / layout.METRICS_LOG).read_text().splitlines() if '"train"' in line]
     assert len(losses[True]) > 3 and min(sizes) > 1  # every batch did run in several chunks
     assert losses[True] == pytest.approx(losses[False], rel=1e-5)
 
@@ -223,7 +225,7 @@ def test_accumulated_micro_batches_make_the_large_batch_update(tmp_path, tiny_mo
     the whole batch's summed weights (a per-micro-batch mean would not)."""
     from safetensors.torch import load_file
 
-    from loraclf import checkpoint
+
 
     losses, final = {}, {}
     for accum in (1, 4):
@@ -232,7 +234,7 @@ def test_accumulated_micro_batches_make_the_large_batch_update(tmp_path, tiny_mo
         config.model.dropout, config.lora.dropout = 0.0, 0.0
         out = tmp_path / str(accum)
         train(config, out, log=lambda _: None)
-        losses[accum] = [json.loads(line)["loss"] for line in (out / run.METRICS_LOG).read_text().splitlines()
+        losses[accum] = [json.loads(line)["loss"] for line in (out / layout.METRICS_LOG).read_text().splitlines()
                          if '"train"' in line]
         final[accum] = load_file(str(checkpoint.latest(out) / "trainable.safetensors"))
     assert len(losses[1]) > 3 and losses[4] == pytest.approx(losses[1], rel=1e-5)
@@ -245,7 +247,7 @@ def test_early_stopping_stops_after_patience_evaluations_and_says_why(tmp_path, 
     # A learning rate too small to move the predictions: accuracy never improves after the first evaluation.
     config = tiny_config(tiny_model_dir, small_csv, epochs=3, lr=1e-12, eval_every=1, early_stopping_patience=2)
     summary = train(config, tmp_path / "run", log=lambda _: None)
-    evals = [line for line in (tmp_path / "run" / run.METRICS_LOG).read_text().splitlines() if '"eval"' in line]
+    evals = [line for line in (tmp_path / "run" / layout.METRICS_LOG).read_text().splitlines() if '"eval"' in line]
     assert summary["steps"] == 3 and len(evals) == 3
     assert summary["stopped_early"].startswith("early stopping at step 3: val accuracy not better")
     assert summary["best"]["step"] == 1

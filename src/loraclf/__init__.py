@@ -14,8 +14,8 @@ from typing import Any
 __version__ = "0.1.0"
 __all__ = ["Classifier", "Config", "UserError", "budget", "load_config", "train"]
 
-_WHERE = {"Classifier": "loraclf.classifier", "Config": "loraclf.config", "UserError": "loraclf.errors",
-          "budget": "loraclf.api", "load_config": "loraclf.api", "train": "loraclf.api"}
+_WHERE = {"Classifier": "loraclf.inference.classifier", "Config": "loraclf.config.schema",
+          "UserError": "loraclf.errors", "budget": "loraclf.api", "load_config": "loraclf.api", "train": "loraclf.api"}
 
 
 def __getattr__(name: str) -> Any:

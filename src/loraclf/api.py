@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from loraclf.config import Config
-from loraclf.config import load_config as _load_config
+from loraclf.config.loading import load_config as _load_config
+from loraclf.config.schema import Config
 
 
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Config:
@@ -33,7 +33,7 @@ def train(config: Config, output_dir: str | Path | None = None, overwrite: bool 
 
     With `resume`, `output_dir` is an interrupted run, continued from its latest checkpoint.
     """
-    from loraclf.training import train as _train
+    from loraclf.training.recipe import train as _train
 
     output = output_dir or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}"
     return _train(config, output, overwrite=overwrite, resume=resume)
@@ -41,8 +41,8 @@ def train(config: Config, output_dir: str | Path | None = None, overwrite: bool 
 
 def budget(config: Config) -> dict[str, Any]:
     """The exact trainable-parameter breakdown of `config`, counted without weights (meta device)."""
-    from loraclf import accounting
-    from loraclf.data import label_names_of
+    from loraclf.data.labels import label_names_of
+    from loraclf.model import accounting
 
     breakdown = accounting.estimate(config, label_names_of(config.data))
     return breakdown.to_dict() | {"within_budget": breakdown.over_by <= 0}

@@ -1,4 +1,8 @@
-"""Command line: parse, dispatch, and turn user errors into one line and exit code 2."""
+"""Command line: parse, dispatch, and turn user errors into one line and exit code 2.
+
+Each command imports the stage it runs inside its own function: `loraclf --help`, a bad flag or a bad
+config answer without loading torch and transformers, and no command loads the stages it does not use.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import os
+import shlex
 import sys
 import time
 import warnings
@@ -142,7 +147,7 @@ def _add_export(commands) -> argparse.ArgumentParser:
 
 
 def _config(args, overrides):
-    from loraclf.config import load_config, parse_overrides
+    from loraclf.config.loading import load_config, parse_overrides
 
     pairs = parse_overrides(overrides)
     if getattr(args, "allow_pickle", False):
@@ -151,31 +156,30 @@ def _config(args, overrides):
 
 
 def _label_names(config) -> list[str]:
-    from loraclf.data import label_names_of
+    from loraclf.data.labels import label_names_of
 
     return label_names_of(config.data)
 
 
 def cmd_train(args, overrides) -> None:
-    from loraclf.training import train
+    from loraclf.rundir.readers import read_config
+    from loraclf.training.recipe import train
 
     if args.resume:
         if args.config or args.output_dir or args.overwrite or overrides:
             raise UserError("train --resume RUN_DIR continues with the run's own config and folder; "
                             "drop --config, --output-dir, --overwrite and overrides")
-        from loraclf import run
-
-        train(run.read_config(args.resume), args.resume, resume=True)
+        train(read_config(args.resume), args.resume, resume=True, command=args.command_line)
         return
     if not args.config:
         raise UserError("train: give --config RECIPE.yaml (or --resume RUN_DIR)")
     config = _config(args, overrides)
     output = args.output_dir or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    train(config, output, overwrite=args.overwrite)
+    train(config, output, overwrite=args.overwrite, command=args.command_line)
 
 
 def cmd_budget(args, overrides) -> None:
-    from loraclf import accounting
+    from loraclf.model import accounting
 
     config = _config(args, overrides)
     breakdown = accounting.estimate(config, _label_names(config))
@@ -187,8 +191,9 @@ def cmd_budget(args, overrides) -> None:
 
 
 def cmd_plan(args, overrides) -> None:
-    from loraclf.config import AG_NEWS_LABELS, Config, load_config, parse_overrides
-    from loraclf.plan import candidates, exact
+    from loraclf.config.loading import load_config, parse_overrides
+    from loraclf.config.schema import AG_NEWS_LABELS, Config
+    from loraclf.model.plan import candidates, exact
 
     config = _config(args, overrides) if args.config else load_config(tree=Config().to_dict(),
                                                                        overrides=parse_overrides(overrides))
@@ -218,7 +223,7 @@ def cmd_plan(args, overrides) -> None:
 
 
 def cmd_evaluate(args, overrides) -> None:
-    from loraclf.evaluate import evaluate_files
+    from loraclf.inference.evaluate import evaluate_files
 
     _no_overrides(overrides)
     results = evaluate_files(args.run_dir, args.data, args.output, args.batch_size, args.precision,
@@ -231,9 +236,11 @@ def cmd_evaluate(args, overrides) -> None:
 
 
 def cmd_predict(args, overrides) -> None:
-    from loraclf.classifier import Classifier, describe
-    from loraclf.data import Table, check_texts, read_file
-    from loraclf.predict import check_submission, output_format, render, write_predictions
+    from loraclf.data.sources import check_texts, read_file
+    from loraclf.data.tables import Table
+    from loraclf.inference.classifier import Classifier
+    from loraclf.inference.manifest import describe
+    from loraclf.inference.outputs import check_submission, output_format, render, write_predictions
 
     _no_overrides(overrides)
     if args.output:
@@ -265,14 +272,14 @@ def cmd_predict(args, overrides) -> None:
 
 
 def cmd_report(args, overrides) -> None:
-    from loraclf.report import write
+    from loraclf.rundir.report import write
 
     _no_overrides(overrides)
     print(f"wrote {write(args.run_dir, args.output)}")
 
 
 def cmd_search(args, overrides) -> None:
-    from loraclf.search import run_worker, search
+    from loraclf.tuning.search import run_worker, search
 
     config = _config(args, overrides)
     if args.worker_index:  # a child started by --workers K: one worker, no children of its own
@@ -292,14 +299,14 @@ def cmd_serve(args, overrides) -> None:
 
     import yaml
 
-    from loraclf import run
-    from loraclf.config import load_config, parse_overrides
-    from loraclf.export import MANIFEST
+    from loraclf.config.loading import load_config, parse_overrides
+    from loraclf.inference.manifest import MANIFEST
+    from loraclf.rundir import layout
 
     for module in ("fastapi", "uvicorn"):
         if importlib.util.find_spec(module) is None:
             raise UserError(f"serve: needs {module} (pip install 'loraclf[serve]')")
-    from loraclf.serve import serve
+    from loraclf.deploy.serve import serve
 
     pairs = parse_overrides(overrides)
     others = [key for key, _ in pairs if not key.startswith("serve.")]
@@ -308,13 +315,13 @@ def cmd_serve(args, overrides) -> None:
     folder = Path(args.run_dir)
     tree = None
     if not (folder / MANIFEST).is_file():
-        run.check_folder(folder, (run.CONFIG, run.ADAPTER), "a finished loraclf training run or an export")
-        tree = yaml.safe_load((folder / run.CONFIG).read_text(encoding="utf-8"))
+        layout.check_folder(folder, (layout.CONFIG, layout.ADAPTER), "a finished loraclf training run or an export")
+        tree = yaml.safe_load((folder / layout.CONFIG).read_text(encoding="utf-8"))
     serve(args.run_dir, args.host, args.port, load_config(tree=tree, overrides=pairs).serve)
 
 
 def cmd_export(args, overrides) -> None:
-    from loraclf.export import export
+    from loraclf.deploy.export import export
 
     _no_overrides(overrides)
     export(args.run_dir, args.format, args.output, int8=args.int8, overwrite=args.overwrite)
@@ -335,7 +342,7 @@ def _quiet() -> None:
     from huggingface_hub.utils import logging as hub_logging
     from transformers.utils import logging as hf_logging
 
-    from loraclf.quantize import quiet_bitsandbytes
+    from loraclf.model.quantize import quiet_bitsandbytes
 
     warnings.filterwarnings("ignore", category=FutureWarning)
     quiet_bitsandbytes()
@@ -346,8 +353,10 @@ def _quiet() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = sys.argv[1:] if argv is None else list(argv)
     try:
         args, overrides = _parser().parse_known_args(argv)
+        args.command_line = shlex.join(["loraclf", *argv])  # what a run records as the command that made it
         if not args.verbose:
             _quiet()
         COMMANDS[args.command](args, overrides)

@@ -1,0 +1,1 @@
+"""Stage 1, the recipe: typed sections (schema), loading YAML and overrides (loading), the key reference."""

@@ -1,0 +1,1 @@
+"""Stage 2, labelled text: reading sources, labels, splits, token ids and batches. Imports config."""

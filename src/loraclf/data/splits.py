@@ -1,0 +1,132 @@
+"""Train / validation / test: labels encoded, the token-length filter, seeded stratified splits."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from sklearn.model_selection import train_test_split
+
+from loraclf.config.schema import DataConfig
+from loraclf.data.encoding import Encoded, tokenize
+from loraclf.data.labels import encode_labels, infer_label_names
+from loraclf.data.sources import load_hub, read_file
+from loraclf.data.tables import Schema, Text, pick
+from loraclf.errors import UserError
+
+
+@dataclass
+class Labelled:
+    texts: list[Text]
+    labels: np.ndarray  # (n,) class ids, or (n, classes) 0/1 for multi_label
+    # Token ids (and the pair encoding's segment ids, where the tokenizer makes them), once tokenized; subsets
+    # carry them along.
+    input_ids: list[list[int]] | None = None
+    token_type_ids: list[list[int]] | None = None
+
+    def subset(self, index: np.ndarray) -> "Labelled":
+        return Labelled(pick(self.texts, index), self.labels[index], pick(self.input_ids, index),
+                        pick(self.token_type_ids, index))
+
+    def encoded(self) -> "Encoded":
+        return Encoded(self.input_ids, self.labels, self.token_type_ids)
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class FilterReport:
+    low: float
+    high: float
+    percentiles: list[float]
+    kept: int
+    dropped: int
+
+    def describe(self) -> str:
+        return (
+            f"length filter: kept {self.kept:,} training items with {self.low:g} <= tokens <= {self.high:g} "
+            f"(percentiles {self.percentiles[0]:g}-{self.percentiles[1]:g}); dropped {self.dropped:,}"
+        )
+
+
+@dataclass
+class Splits:
+    label_names: list[str]
+    train: Labelled
+    val: Labelled
+    test: Labelled | None
+    filter_report: FilterReport | None
+    sources: dict[str, str] = field(default_factory=dict)
+
+
+def _stratify(labels: np.ndarray) -> np.ndarray | None:
+    if labels.ndim > 1:
+        return None  # label sets: a random split (stratifying every combination would leave most unsplittable)
+    counts = np.bincount(labels)
+    return labels if counts[counts > 0].min() >= 2 else None
+
+
+def split(data: Labelled, fraction_or_count: float, seed: int, what: str) -> tuple[Labelled, Labelled]:
+    """Seeded, stratified (when every class has two items) split into (rest, part)."""
+    size = int(fraction_or_count) if fraction_or_count >= 1 else fraction_or_count
+    n = len(data)
+    wanted = size if isinstance(size, int) else math.ceil(size * n)
+    if wanted < 1 or wanted >= n:
+        raise UserError(f"cannot split {what}: {n} items is too few to set aside {fraction_or_count}")
+    index = np.arange(n)
+    stratify = _stratify(data.labels)
+    if stratify is not None and wanted < len(np.unique(data.labels)):
+        stratify = None
+    rest, part = train_test_split(index, test_size=size, random_state=seed, stratify=stratify)
+    return data.subset(np.sort(rest)), data.subset(np.sort(part))
+
+
+def length_filter(data: Labelled, lengths: np.ndarray, percentiles: list[float]) -> tuple[Labelled, FilterReport]:
+    low, high = np.percentile(lengths, percentiles)
+    keep = np.flatnonzero((lengths >= low) & (lengths <= high))
+    report = FilterReport(float(low), float(high), list(percentiles), len(keep), len(data) - len(keep))
+    return data.subset(keep), report
+
+
+def load_splits(cfg: DataConfig, tokenizer, log: Callable[[str], None] = print) -> Splits:
+    """Train / validation (tokenized) / optional test (text), labels encoded, length filter applied."""
+    if cfg.test_size and cfg.test_file:
+        raise UserError("config: data.test_size and data.test_file are both set; choose one test set")
+    test_table, schema = None, Schema.of(cfg)
+    if cfg.train_file:
+        train_table = read_file(cfg.train_file, schema, cfg.allow_pickle)
+    else:
+        hub = load_hub(cfg.dataset, schema)
+        if "train" not in hub:
+            raise UserError(f"dataset {cfg.dataset!r} has no train split (has {sorted(hub)})")
+        train_table = hub["train"]
+        if cfg.test_split is not None:
+            if cfg.test_split not in hub and cfg.test_split != "test":  # the default may be absent: no test set
+                raise UserError(f"config data.test_split: dataset {cfg.dataset!r} has no {cfg.test_split!r} split "
+                                f"(has {sorted(hub)}); set data.test_split null for none")
+            test_table = hub.get(cfg.test_split)
+    if cfg.test_file:
+        test_table = read_file(cfg.test_file, schema, cfg.allow_pickle)
+
+    label_names = infer_label_names(train_table, cfg.label_names, schema)
+    train = Labelled(train_table.texts, encode_labels(train_table, label_names, schema))
+    test = None
+    sources = {"train": train_table.source}
+    if cfg.test_size:
+        train, test = split(train, cfg.test_size, cfg.split_seed, f"test part of {train_table.source}")
+        sources["test"] = f"{train_table.source} (held out {len(test)})"
+    elif test_table is not None:
+        test = Labelled(test_table.texts, encode_labels(test_table, label_names, schema))
+        sources["test"] = test_table.source
+
+    train.input_ids, train.token_type_ids = tokenize(tokenizer, train.texts, cfg.max_length)
+    report = None
+    if cfg.length_filter is not None:  # a pair's length is both texts' tokens together
+        lengths = np.array([len(ids) for ids in train.input_ids])
+        train, report = length_filter(train, lengths, cfg.length_filter)
+        log(report.describe())
+    train, val = split(train, cfg.val_fraction, cfg.split_seed, f"validation part of {train_table.source}")
+    return Splits(label_names, train, val, test, report, sources)

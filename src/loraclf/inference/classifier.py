@@ -1,0 +1,154 @@
+"""A trained classifier, opened from a run folder or an export folder: the one way to load and predict.
+
+    clf = Classifier.load("runs/quickstart")       # a run folder, or a folder made by `loraclf export`
+    clf.labels                                      # class names in id order
+    clf.predict(["Stocks rally as oil falls"])      # ['Business']
+    clf.predict_proba([...])                        # (n, classes) probabilities, rows sum to 1
+
+A multi_label run predicts a list of class names per text, and its probabilities are one sigmoid per class
+(rows do not sum to 1); a text-pair run takes (first, second) pairs instead of texts.
+evaluate, predict, serve, export and the benchmarks all go through it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+from loraclf.data.encoding import encode
+from loraclf.data.tables import Text
+from loraclf.errors import UserError
+from loraclf.inference import manifest, onnx_runtime
+from loraclf.inference.manifest import Description, describe
+from loraclf.metrics.classification import above_thresholds, sigmoid, softmax
+from loraclf.model.adapter import load_adapter
+from loraclf.model.build import build_base, set_task
+from loraclf.model.logits import predict_logits
+from loraclf.model.pooling import apply_pooling
+from loraclf.model.runtime import autocast_dtype
+from loraclf.rundir import layout, readers
+
+PRECISIONS = ("auto", "bf16", "fp32")
+
+
+def _device(device: str | torch.device | None) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def _dtype(precision: str, trained: str, device: torch.device) -> torch.dtype | None:
+    """auto: the precision the run trained in (bf16 on CPUs with native bf16 and on CUDA); None means fp32."""
+    if precision not in PRECISIONS:
+        raise UserError(f"precision: expected one of {', '.join(PRECISIONS)}; got {precision!r}")
+    return autocast_dtype(trained if precision == "auto" else precision, device)
+
+
+class Classifier:
+    """A loaded model with its tokenizer and labels. Build it with `Classifier.load`."""
+
+    def __init__(self, description: Description, model: Any, tokenizer: Any, device: torch.device,
+                 dtype: torch.dtype | None):
+        self.description, self.model, self.tokenizer = description, model, tokenizer
+        self.device, self.dtype = device, dtype
+
+    @classmethod
+    def load(cls, folder: str | Path, device: str | torch.device | None = None, precision: str = "auto",
+             quantized: bool = True, merge: bool = True) -> Classifier:
+        """Open a run folder (base + adapter, through PEFT) or an export folder (merged, ONNX).
+
+        device: default CUDA where available, else CPU. precision: `auto` runs in the
+        precision the run trained in (bf16 where the hardware has it natively), `fp32`
+        or `bf16` force one; exports run in fp32. A run trained on a quantized base loads
+        on that quantized base unless `quantized` is false. `merge` folds the adapter
+        into the weights (the same predictions, fewer matmuls).
+        """
+        description = describe(folder)
+        device = _device(device)
+        dtype = _dtype(precision, description.precision, device)
+        if description.kind == "run":
+            model, tokenizer = _load_run(description.path, device, dtype, quantized, merge)
+        else:
+            model, tokenizer = _load_export(description, device)
+        # Truncate where training did, also for tokenizers saved before the run recorded it.
+        tokenizer.model_max_length = description.max_length
+        return cls(description, model, tokenizer, device, dtype)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.description.labels)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.description.multi_label
+
+    def logits(self, texts: list[Text], batch_size: int = 32) -> np.ndarray:
+        """Raw logits, shape (len(texts), classes), in input order."""
+        encoded = encode(self.tokenizer, self.check_inputs(texts), None, self.description.max_length)
+        return predict_logits(self.model, encoded, batch_size, self.tokenizer.pad_token_id, self.device, self.dtype)
+
+    def check_inputs(self, texts: list[Text], name: str = "texts") -> list[Text]:
+        """The texts as the model takes them: strings, or (first, second) tuples for a text-pair model; a UserError
+        naming `name`[i] otherwise."""
+        items = [tuple(t) if isinstance(t, (list, tuple)) else t for t in texts]
+        for i, item in enumerate(items):
+            if self.description.pairs != isinstance(item, tuple) or (isinstance(item, tuple) and len(item) != 2):
+                wanted = "a pair of two texts [first, second]" if self.description.pairs else "a text (a string)"
+                raise UserError(f"{name}[{i}]: this model classifies {wanted}; got {item!r:.80}")
+        return items
+
+    def predict_proba(self, texts: list[Text], batch_size: int = 32) -> np.ndarray:
+        """Class probabilities, shape (len(texts), classes); the numbers `loraclf predict` writes. multi_label:
+        one independent probability per class."""
+        logits = self.logits(texts, batch_size)
+        return sigmoid(logits) if self.multi_label else softmax(logits)
+
+    def decide(self, probs: np.ndarray) -> list[str] | list[list[str]]:
+        """Class names from `predict_proba`'s probabilities: the most probable one per text, or (multi_label) each
+        class at or above its threshold."""
+        if self.multi_label:
+            chosen = above_thresholds(probs, self.description.thresholds)
+            return [[self.labels[c] for c in np.flatnonzero(row)] for row in chosen]
+        return [self.labels[i] for i in probs.argmax(axis=1)]
+
+    def predict(self, texts: list[Text], batch_size: int = 32) -> list[str] | list[list[str]]:
+        """The most probable class name of each text; multi_label: the list of its classes."""
+        return self.decide(self.predict_proba(texts, batch_size))
+
+
+def _load_run(path: Path, device: torch.device, dtype: torch.dtype | None, quantized: bool, merge: bool):
+    """Base + adapter of a run folder. Merged, the adapter is folded into the base weights (W + (alpha/r)BA)
+    and the weights cast once to `dtype`, instead of autocast casting them for every batch. A run trained on a
+    quantized base loads on it unmerged: merging into 4-bit weights would round the update away."""
+    _, config, labels = readers.read_run_config(path)
+    tokenizer = AutoTokenizer.from_pretrained(path / layout.TOKENIZER)
+    base_folder = path / layout.BASE_MODEL if (path / layout.BASE_MODEL).is_dir() else None
+    quantization = config.quantization if quantized and config.quantization.bits else None
+    base = build_base(config.model, labels, base_folder=base_folder, quantization=quantization, device=device,
+                      autocast=dtype)
+    model = load_adapter(set_task(base, config.data.task), path / layout.ADAPTER)
+    if quantization is not None:
+        return model.eval(), tokenizer
+    # PEFT 0.21 cannot unload VeRA or IA3 beside a trained head (modules_to_save): they run unmerged.
+    if merge and config.lora.method not in ("vera", "ia3"):
+        model = model.merge_and_unload()
+        if dtype is not None:
+            model = model.to(dtype)
+    return model.to(device).eval(), tokenizer
+
+
+def _load_export(description: Description, device: torch.device):
+    """A merged export through transformers alone, an ONNX export through onnxruntime (CPU)."""
+    tokenizer = AutoTokenizer.from_pretrained(description.path)
+    if description.kind == "merged":
+        model = AutoModelForSequenceClassification.from_pretrained(description.path, use_safetensors=True)
+        # The stock class reads the first token; a mean-pooled run's export says so in its manifest.
+        model = apply_pooling(model, description.info.get("pooling", "cls"))
+        return model.to(device).eval(), tokenizer
+    if description.kind in ("onnx", "onnx-int8"):
+        return onnx_runtime.OnnxModel(description.path / manifest.ONNX_FILE), tokenizer
+    raise UserError(f"export folder {description.path}: unknown format {description.kind!r}")

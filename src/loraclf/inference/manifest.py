@@ -1,0 +1,62 @@
+"""What a run or export folder holds, read without its weights: labels, schema, precision, thresholds."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loraclf.data.tables import Schema
+from loraclf.errors import UserError
+from loraclf.rundir import layout, readers
+
+MANIFEST = "loraclf_export.json"  # an export folder's description of itself
+ONNX_FILE = "model.onnx"
+
+
+@dataclass(frozen=True)
+class Description:
+    """What a run or export folder holds, read without its weights."""
+
+    path: Path
+    kind: str  # run, merged, onnx or onnx-int8
+    labels: list[str]
+    max_length: int
+    schema: Schema  # the columns and the task its data had (files to evaluate or predict are read with it)
+    precision: str  # the run's train.precision; exports run in fp32
+    info: dict[str, Any] = field(default_factory=dict)  # base model, method, quantization, parameter counts
+    thresholds: list[float] | None = None  # multi_label: each class's decision threshold (None: 0.5 each)
+
+    @property
+    def multi_label(self) -> bool:
+        return self.schema.task == "multi_label"
+
+    @property
+    def pairs(self) -> bool:
+        return self.schema.pair is not None
+
+
+def describe(folder: str | Path) -> Description:
+    """A run folder or an export folder, described without loading its weights (fast checks first)."""
+    path = Path(folder)
+    if (path / MANIFEST).is_file():
+        m = read_manifest(path)
+        schema = Schema(**{k: tuple(v) if isinstance(v, list) else v for k, v in m["schema"].items()}) \
+            if "schema" in m else Schema(m["text_column"], m.get("label_column", "label"))
+        return Description(path, m["format"], m["label_names"], m["max_length"], schema, "fp32", m,
+                           m.get("thresholds"))
+    _, config, labels = readers.read_run_config(path)
+    budget = path / layout.BUDGET
+    return Description(path, "run", labels, config.data.max_length, Schema.of(config.data), config.train.precision,
+                       {"base_model": config.model.name_or_path, "method": config.lora.method,
+                        "quantization": config.quantization.bits or None,
+                        "parameters": json.loads(budget.read_text(encoding="utf-8")) if budget.is_file() else None},
+                       readers.read_thresholds(path))
+
+
+def read_manifest(folder: Path) -> dict[str, Any]:
+    try:
+        return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"export folder {folder}: unreadable {MANIFEST} ({exc})") from None

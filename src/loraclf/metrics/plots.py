@@ -1,0 +1,48 @@
+"""The confusion matrix as a figure (matplotlib): single-label, or one 2x2 matrix per class."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def confusion_figure(matrix: list[list[int]], label_names: list[str], title: str):
+    """The confusion matrix as a matplotlib figure (the caller saves or embeds it)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import ConfusionMatrixDisplay
+
+    if np.ndim(matrix) == 3:  # multi_label: one 2x2 matrix per class
+        columns = min(4, len(label_names))
+        rows = -(-len(label_names) // columns)
+        fig, axes = plt.subplots(rows, columns, figsize=(2.6 * columns, 2.6 * rows + 0.4), squeeze=False)
+        for ax, name, pair in zip(axes.flat, label_names, matrix):
+            ConfusionMatrixDisplay(np.array(pair), display_labels=["no", "yes"]).plot(ax=ax, cmap="Blues",
+                                                                                       colorbar=False)
+            ax.set_title(name, fontsize=9)
+        for ax in list(axes.flat)[len(label_names):]:
+            ax.axis("off")
+        fig.suptitle(title)
+        fig.tight_layout()
+        return fig
+    size = max(4.0, 0.9 * len(label_names) + 2)
+    fig, ax = plt.subplots(figsize=(size, size))
+    ConfusionMatrixDisplay(np.array(matrix), display_labels=label_names).plot(
+        ax=ax, cmap="Blues", colorbar=False, xticks_rotation=45
+    )
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_confusion(matrix: list[list[int]], label_names: list[str], path: Path, title: str) -> None:
+    fig = confusion_figure(matrix, label_names, title)  # selects the Agg backend before pyplot loads
+    import matplotlib.pyplot as plt
+
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)

@@ -1,0 +1,53 @@
+"""Reading a run folder back: its resolved config, labels and decision thresholds."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from loraclf.config.loading import load_config
+from loraclf.config.schema import Config
+from loraclf.errors import UserError
+from loraclf.rundir.layout import ADAPTER, CONFIG, LABELS, ROUND_RECORD, THRESHOLDS, check_folder, round_folders
+
+
+def read_config(run_dir: str | Path) -> Config:
+    """The resolved config a run folder was trained with (finished or not)."""
+    path = Path(run_dir)
+    check_folder(path, (CONFIG,), "a loraclf run folder")
+    try:
+        tree = yaml.safe_load((path / CONFIG).read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise UserError(f"run folder {path}: unreadable {CONFIG} ({' '.join(str(exc).split())})") from None
+    return load_config(tree=tree)
+
+
+def read_thresholds(run_dir: Path) -> list[float] | None:
+    """A multi_label run's decision thresholds (None: 0.5 for every class)."""
+    path = run_dir / THRESHOLDS
+    if not path.is_file():
+        return None
+    try:
+        return [float(t) for t in json.loads(path.read_text(encoding="utf-8"))["thresholds"]]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise UserError(f"run folder {run_dir}: unreadable {THRESHOLDS} ({exc})") from None
+
+
+def read_run_config(run_dir: str | Path) -> tuple[Path, Config, list[str]]:
+    path = Path(run_dir)
+    check_folder(path, (CONFIG, LABELS, ADAPTER), "a finished loraclf training run")
+    config = read_config(path)
+    try:
+        label_names = json.loads((path / LABELS).read_text(encoding="utf-8"))["label_names"]
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
+        raise UserError(f"run folder {path}: unreadable {LABELS} ({exc})") from None
+    return path, config, label_names
+
+
+def read_rounds(run_dir: Path) -> list[dict[str, Any]]:
+    """The records of a run's complete adaptation rounds, in order."""
+    return [json.loads((folder / ROUND_RECORD).read_text(encoding="utf-8"))
+            for folder in round_folders(run_dir) if (folder / ROUND_RECORD).is_file()]

@@ -1,0 +1,1 @@
+"""Stage 6, beside deploy: hyperparameter search, trials trained through training/. Imports training and below."""
