@@ -79,3 +79,16 @@ def test_importing_loraclf_changes_nothing_in_transformers(tiny_model_dir):
     """) % str(tiny_model_dir)
     result = subprocess.run([sys.executable, "-c", program], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_the_old_entry_points_still_answer():
+    """Model cards written before the layout import loraclf.pooling.apply_pooling; docs name
+    `python -m loraclf.reference` and `python -m loraclf.cli`."""
+    from loraclf import pooling
+    from loraclf.model import pooling as model_pooling
+
+    assert pooling.apply_pooling is model_pooling.apply_pooling
+    reference = subprocess.run([sys.executable, "-m", "loraclf.reference"], capture_output=True, text=True)
+    assert reference.stdout == (ROOT / "docs" / "config.md").read_text(encoding="utf-8")
+    version = subprocess.run([sys.executable, "-m", "loraclf.cli", "--version"], capture_output=True, text=True)
+    assert version.stdout.startswith("loraclf ")

@@ -9,6 +9,7 @@
 
 Errors in what the caller gave (files, keys, values, budgets) raise
 `loraclf.UserError` with the one-line message the command line prints.
+`train` and `budget` import their stage when called, so `import loraclf` and `load_config` stay fast.
 """
 
 from __future__ import annotations
@@ -28,15 +29,16 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
 
 
 def train(config: Config, output_dir: str | Path | None = None, overwrite: bool = False,
-          resume: bool = False) -> dict[str, Any]:
+          resume: bool = False, command: str | None = None) -> dict[str, Any]:
     """Train `config` into the run folder `output_dir` (default runs/run-<time>); returns metrics.json's summary.
 
-    With `resume`, `output_dir` is an interrupted run, continued from its latest checkpoint.
+    With `resume`, `output_dir` is an interrupted run, continued from its latest checkpoint. `command`, if
+    given, is recorded in versions.json and the model card as what made the run.
     """
     from loraclf.training.recipe import train as _train
 
     output = output_dir or f"runs/run-{time.strftime('%Y%m%d-%H%M%S')}"
-    return _train(config, output, overwrite=overwrite, resume=resume)
+    return _train(config, output, overwrite=overwrite, resume=resume, command=command)
 
 
 def budget(config: Config) -> dict[str, Any]:
