@@ -163,19 +163,20 @@ def _label_names(config) -> list[str]:
 
 def cmd_train(args, overrides) -> None:
     from loraclf.rundir.readers import read_config
-    from loraclf.training.recipe import train
 
     if args.resume:
         if args.config or args.output_dir or args.overwrite or overrides:
             raise UserError("train --resume RUN_DIR continues with the run's own config and folder; "
                             "drop --config, --output-dir, --overwrite and overrides")
-        train(read_config(args.resume), args.resume, resume=True, command=args.command_line)
-        return
-    if not args.config:
+        config, output = read_config(args.resume), args.resume
+    elif not args.config:
         raise UserError("train: give --config RECIPE.yaml (or --resume RUN_DIR)")
-    config = _config(args, overrides)
-    output = args.output_dir or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-    train(config, output, overwrite=args.overwrite, command=args.command_line)
+    else:
+        config = _config(args, overrides)
+        output = args.output_dir or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    from loraclf.training.recipe import train  # torch and PEFT load only once the config checked out
+
+    train(config, output, overwrite=args.overwrite, resume=bool(args.resume), command=args.command_line)
 
 
 def cmd_budget(args, overrides) -> None:
@@ -223,11 +224,15 @@ def cmd_plan(args, overrides) -> None:
 
 
 def cmd_evaluate(args, overrides) -> None:
-    from loraclf.inference.evaluate import evaluate_files
+    from loraclf.inference.inputs import labelled_files
+    from loraclf.inference.manifest import describe
 
     _no_overrides(overrides)
-    results = evaluate_files(args.run_dir, args.data, args.output, args.batch_size, args.precision,
-                             not args.unquantized, args.allow_pickle)
+    about = describe(args.run_dir)
+    inputs = labelled_files(about, args.data, args.output, args.allow_pickle)
+    from loraclf.inference.evaluate import evaluate  # torch and PEFT load only once the files checked out
+
+    results = evaluate(about, inputs, args.output, args.batch_size, args.precision, not args.unquantized)
     width = max(len(r["data"]) for r in results)
     print(f"{'data':<{width}}  {'items':>7}  accuracy  macro-F1")
     for r in results:
@@ -238,7 +243,6 @@ def cmd_evaluate(args, overrides) -> None:
 def cmd_predict(args, overrides) -> None:
     from loraclf.data.sources import check_texts, read_file
     from loraclf.data.tables import Table
-    from loraclf.inference.classifier import Classifier
     from loraclf.inference.manifest import describe
     from loraclf.inference.outputs import check_submission, output_format, render, write_predictions
 
@@ -261,6 +265,8 @@ def cmd_predict(args, overrides) -> None:
         texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
         table = Table("arguments" if args.texts else "stdin", texts, None)
         check_texts(table)
+    from loraclf.inference.classifier import Classifier  # torch and PEFT load only once the input checked out
+
     clf = Classifier.load(args.run_dir, precision=args.precision, quantized=not args.unquantized)
     probs = clf.predict_proba(table.texts, args.batch_size)
     label_sets = clf.decide(probs) if clf.multi_label else None
@@ -306,8 +312,6 @@ def cmd_serve(args, overrides) -> None:
     for module in ("fastapi", "uvicorn"):
         if importlib.util.find_spec(module) is None:
             raise UserError(f"serve: needs {module} (pip install 'loraclf[serve]')")
-    from loraclf.deploy.serve import serve
-
     pairs = parse_overrides(overrides)
     others = [key for key, _ in pairs if not key.startswith("serve.")]
     if others:
@@ -317,7 +321,10 @@ def cmd_serve(args, overrides) -> None:
     if not (folder / MANIFEST).is_file():
         layout.check_folder(folder, (layout.CONFIG, layout.ADAPTER), "a finished loraclf training run or an export")
         tree = yaml.safe_load((folder / layout.CONFIG).read_text(encoding="utf-8"))
-    serve(args.run_dir, args.host, args.port, load_config(tree=tree, overrides=pairs).serve)
+    limits = load_config(tree=tree, overrides=pairs).serve
+    from loraclf.deploy.serve import serve  # torch and PEFT load only once the folder and settings checked out
+
+    serve(args.run_dir, args.host, args.port, limits)
 
 
 def cmd_export(args, overrides) -> None:

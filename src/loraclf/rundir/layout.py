@@ -35,6 +35,7 @@ LABELS = "labels.json"
 BUDGET = "budget.json"
 VERSIONS = "versions.json"
 ADAPTER = "adapter"
+ADAPTER_CARD = "README.md"  # inside ADAPTER: the model card
 TOKENIZER = "tokenizer"
 BASE_MODEL = "base_model"
 INITIAL_ADAPTER = "adapter_init"  # PiSSA/OLoRA: the adapter before training, for the saved adapter's conversion

@@ -82,8 +82,8 @@ def save_best(run: RunContext, data: TrainData, trainable: Trainable, folder: Pa
 def write_card(run: RunContext, label_names: list[str], parameters: Breakdown, folder: Path, best: dict[str, Any],
                base: str, test: dict[str, Any] | None = None) -> None:
     command = json.loads((run.out / layout.VERSIONS).read_text(encoding="utf-8")).get("command")
-    atomic.write_text(folder / "README.md", card.render(run.config, label_names, parameters.to_dict(), best, base,
-                                                        test, command))
+    text = card.render(run.config, label_names, parameters.to_dict(), best, base, test, command)
+    atomic.write_text(folder / layout.ADAPTER_CARD, text)
 
 
 def save_checkpoint(run: RunContext, trainable: Trainable, state: TrainState, keeper: Keeper,
