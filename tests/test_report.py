@@ -8,7 +8,7 @@ import subprocess
 import pytest
 
 from loraclf.cli import main
-from loraclf.rundir import layout, report
+from loraclf.rundir import layout
 from loraclf.training.recipe import train
 
 from conftest import write_csv
