@@ -111,7 +111,9 @@ def test_entropy_loss_is_labelled_cross_entropy_plus_weighted_unlabelled_entropy
 def test_entropy_rounds_train_on_every_unlabelled_text(tmp_path, tiny_model_dir, agnews_rows):
     config = _adapt_config(tiny_model_dir, tmp_path, agnews_rows)
     config.adapt.method, config.adapt.rounds = "entropy", 1
+    config.train.metric_for_best = "micro_f1"  # the round's record carries every metric a run can keep by
     summary = train(config, tmp_path / "run", log=lambda _: None)
+    assert summary["best"]["val_micro_f1"] == summary["adapt"][0]["val_micro_f1"]
     (record,) = summary["adapt"]
     assert record["method"] == "entropy" and record["kept"] == 60 and "target_accuracy" in record
     assert not (tmp_path / "run" / "adapt" / "round-1" / "pseudo_labels.csv").read_text().splitlines()[1:]

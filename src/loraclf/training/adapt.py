@@ -116,16 +116,16 @@ def adapt(run: RunContext, data: TrainData, trainable: Trainable, state: TrainSt
             record, rows = run_round(run, data, trainable, target, softmax(_predict(run, trainable, target)), index)
             val = validate(trainable.model, data.val_set, data.splits.val.labels, data.label_names,
                            run.config.train.eval_batch_size, data.pad_id, run.device, run.dtype, run.procs)
-            record |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"]}
+            record |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
+                       "val_micro_f1": val["micro_f1"]}
             if run.procs.main:
                 atomic.replace_folder(folder, lambda tmp: _write_round(tmp, trainable.model, record, rows))
             run.log(describe_round(record, data.label_names))
         if run.procs.main:
             atomic.append_jsonl(run.out / layout.METRICS_LOG, record)
             trackers.log(record | {"step": record["round"]})  # adapt curves plot against the round
-        state.best_record = {"event": "eval", "round": index + 1, "step": record["step"],
-                             "val_loss": record["val_loss"], "val_accuracy": record["val_accuracy"],
-                             "val_macro_f1": record["val_macro_f1"]}
+        state.best_record = {"event": "eval", "round": index + 1, "step": record["step"]} | {
+            key: record[key] for key in ("val_loss", "val_accuracy", "val_macro_f1", "val_micro_f1") if key in record}
     state.best_value = state.best_record[f"val_{run.config.train.metric_for_best}"]
     if target.labels is not None:
         accuracy = float((_predict(run, trainable, target).argmax(axis=1) == target.labels).mean())
