@@ -30,7 +30,7 @@ def evaluate(about: Description, inputs: list[LabelledFile], output: str | None 
     for item in inputs:
         result = metrics(item.labels, clf.logits(item.table.texts, batch_size), clf.labels, about.thresholds)
         result |= {"data": item.name, "run": str(about.path)}
-        path = Path(output) if output else layout.eval_files(about.path, item.name)[0]
+        path = Path(output) if output else layout.eval_file(about.path, item.name)
         atomic.write_json(path, result)
         plot_confusion(result["confusion_matrix"], clf.labels, path.with_suffix(".png"), Path(item.name).name)
         results.append(result | {"written": str(path)})

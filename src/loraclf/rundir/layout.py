@@ -75,10 +75,10 @@ def round_folders(run_dir: Path) -> list[Path]:
                   key=lambda p: int(p.name.removeprefix(ROUND_PREFIX)))
 
 
-def eval_files(run_dir: Path, data: str | Path) -> tuple[Path, Path]:
-    """Where `loraclf evaluate` writes the metrics of the labelled file `data`: (JSON, confusion-matrix PNG)."""
-    path = run_dir / f"{EVAL_PREFIX}{Path(data).stem}.json"
-    return path, path.with_suffix(".png")
+def eval_file(run_dir: Path, data: str | Path) -> Path:
+    """Where `loraclf evaluate` writes the metrics of the labelled file `data` (JSON; its confusion-matrix PNG
+    beside it, with the suffix .png)."""
+    return run_dir / f"{EVAL_PREFIX}{Path(data).stem}.json"
 
 
 def run_files(run_dir: Path) -> list[Path]:

@@ -47,7 +47,12 @@ def read_run_config(run_dir: str | Path) -> tuple[Path, Config, list[str]]:
     return path, config, label_names
 
 
+def read_round(folder: Path) -> dict[str, Any] | None:
+    """The record of the adaptation round in `folder`, or None where the round did not complete."""
+    path = folder / ROUND_RECORD
+    return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
+
 def read_rounds(run_dir: Path) -> list[dict[str, Any]]:
     """The records of a run's complete adaptation rounds, in order."""
-    return [json.loads((folder / ROUND_RECORD).read_text(encoding="utf-8"))
-            for folder in round_folders(run_dir) if (folder / ROUND_RECORD).is_file()]
+    return [record for record in map(read_round, round_folders(run_dir)) if record is not None]

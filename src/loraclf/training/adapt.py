@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import json
 import math
 import time
 from pathlib import Path
@@ -38,7 +37,7 @@ from loraclf.data.labels import encode_labels
 from loraclf.data.sources import read_file
 from loraclf.data.tables import Schema
 from loraclf.metrics.classification import softmax
-from loraclf.rundir import atomic, layout
+from loraclf.rundir import atomic, layout, readers
 from loraclf.training import checkpoint
 from loraclf.training.evaluation import predict_shared, validate
 from loraclf.training.keep import save_best
@@ -81,7 +80,6 @@ class Target:
     source: str
     encoded: Encoded
     labels: np.ndarray | None
-    pad_id: int
 
 
 def load_target(run: RunContext, data: TrainData) -> Target:
@@ -89,7 +87,7 @@ def load_target(run: RunContext, data: TrainData) -> Target:
     schema = Schema.of(cfg)
     table = read_file(cfg.unlabelled_file, schema, cfg.allow_pickle)
     labels = encode_labels(table, data.label_names, schema) if table.raw_labels is not None else None
-    return Target(table.source, encode(data.tokenizer, table.texts, None, cfg.max_length), labels, data.pad_id)
+    return Target(table.source, encode(data.tokenizer, table.texts, None, cfg.max_length), labels)
 
 
 def adapt(run: RunContext, data: TrainData, trainable: Trainable, state: TrainState,
@@ -107,13 +105,14 @@ def adapt(run: RunContext, data: TrainData, trainable: Trainable, state: TrainSt
         layout.create(run.out / layout.ADAPT)
     for index in range(cfg.rounds):
         folder = layout.round_folder(run.out, index + 1)
-        if (folder / layout.ROUND_RECORD).is_file():  # done before an interruption: take its weights and go on
+        record = readers.read_round(folder)
+        if record is not None:  # done before an interruption: take its weights and go on
             saved = load_file(str(folder / layout.ROUND_STATE), device=str(run.device))
             checkpoint.load_trainable(trainable.model, saved)
-            record = json.loads((folder / layout.ROUND_RECORD).read_text(encoding="utf-8"))
             run.log(f"adapt round {index + 1}: loaded from {folder}")
         else:
-            record, rows = run_round(run, data, trainable, target, softmax(_predict(run, trainable, target)), index)
+            probs = softmax(_predict(run, data, trainable, target))
+            record, rows = run_round(run, data, trainable, target, probs, index)
             val = validate(trainable.model, data.val_set, data.splits.val.labels, data.label_names,
                            run.config.train.eval_batch_size, data.pad_id, run.device, run.dtype, run.procs)
             record |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
@@ -128,7 +127,7 @@ def adapt(run: RunContext, data: TrainData, trainable: Trainable, state: TrainSt
             key: record[key] for key in ("val_loss", "val_accuracy", "val_macro_f1", "val_micro_f1") if key in record}
     state.best_value = state.best_record[f"val_{run.config.train.metric_for_best}"]
     if target.labels is not None:
-        accuracy = float((_predict(run, trainable, target).argmax(axis=1) == target.labels).mean())
+        accuracy = float((_predict(run, data, trainable, target).argmax(axis=1) == target.labels).mean())
         run.log(f"adapt: after {cfg.rounds} rounds, accuracy on the unlabelled file's own labels {accuracy:.4f}")
     if run.procs.main:
         atomic.replace_folder(run.out / layout.ADAPTER,
@@ -136,10 +135,10 @@ def adapt(run: RunContext, data: TrainData, trainable: Trainable, state: TrainSt
     return checkpoint.trainable_state(trainable.model)
 
 
-def _predict(run: RunContext, trainable: Trainable, target: Target) -> np.ndarray:
+def _predict(run: RunContext, data: TrainData, trainable: Trainable, target: Target) -> np.ndarray:
     """The current model's logits on every unlabelled text (each process predicts its share)."""
     trainable.model.eval()
-    return predict_shared(trainable.model, target.encoded, run.config.train.eval_batch_size, target.pad_id,
+    return predict_shared(trainable.model, target.encoded, run.config.train.eval_batch_size, data.pad_id,
                           run.device, run.dtype, run.procs)
 
 
