@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import pytest
 import yaml
 
 import loraclf
@@ -48,3 +49,12 @@ def test_the_readme_python_example_runs_as_written(tmp_path, tiny_model_dir, agn
     written = [[float(v) for v in line.split(",")[2:]] for line in out.read_text().splitlines()[1:]]
     assert [[round(float(p), 6) for p in row] for row in probs] == written
     assert loraclf.budget(namespace["config"]) == namespace["summary"]["parameters"] | {"within_budget": True}
+    # The API checks its input as the CLI and serve do: one string is one text, [] is nothing to do.
+    assert clf.predict("Stocks rally as oil falls") == label
+    assert clf.predict_proba("Stocks rally as oil falls").shape == (4,)
+    assert clf.predict([]) == [] and clf.predict_proba([]).shape == (0, 4)
+    for bad, reason in (([""], r"texts\[0\]: empty or blank"), (["ok", "  "], r"texts\[1\]: empty or blank"),
+                        (["ok", None], r"texts\[1\]: .*got None"), ([3], r"texts\[0\]: .*got 3"),
+                        (42, "expected a list of texts")):
+        with pytest.raises(loraclf.UserError, match=reason):
+            clf.predict(bad)

@@ -30,3 +30,19 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary(tmp_path):
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["kept.txt"]
     with pytest.raises(UserError, match="cannot write there"):
         atomic.write_text(tmp_path / "kept.txt" / "child", "x")
+
+
+def test_a_replaced_folder_follows_the_umask_whatever_its_writer_did(tmp_path):
+    def fill(folder):
+        (folder / "inner").mkdir(mode=0o700)
+        (folder / "inner" / "weights.bin").write_bytes(b"x")
+        os.chmod(folder / "inner" / "weights.bin", 0o600)  # as transformers leaves its weight shards
+
+    old = os.umask(0o022)
+    try:
+        atomic.replace_folder(tmp_path / "out", fill)
+    finally:
+        os.umask(old)
+    modes = [stat.S_IMODE(p.stat().st_mode) for p in (tmp_path / "out", tmp_path / "out" / "inner",
+                                                        tmp_path / "out" / "inner" / "weights.bin")]
+    assert modes == [0o755, 0o755, 0o644]

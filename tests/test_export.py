@@ -1,6 +1,8 @@
 """Exports against the run they come from: merged weights, ONNX fp32 and ONNX int8 logits on the same texts."""
 
 import json
+import os
+import stat
 import subprocess
 import sys
 
@@ -63,18 +65,22 @@ def test_merged_export_matches_the_unmerged_adapter_and_loads_without_peft(tmp_p
     reference = unmerged_logits(runs[head], texts)
     assert np.abs(logits_of(out, texts) - reference).max() < 1e-4
     assert len(set(reference.argmax(1))) == 4  # a model that tells the classes apart
-    # A plain transformers load, with peft made unimportable.
-    probe = ("import sys; sys.modules['peft'] = None\n"
+    # A plain transformers load, with peft and loraclf made unimportable.
+    probe = ("import sys; sys.modules['peft'] = sys.modules['loraclf'] = None\n"
              "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
              f"folder = {str(out)!r}\n"
-             "model = AutoModelForSequenceClassification.from_pretrained(folder).eval()\n"
-             "batch = AutoTokenizer.from_pretrained(folder)(sys.argv[1:], return_tensors='pt', padding=True)\n"
-             "print(model(**batch).logits.tolist())")
-    if head == "mean":  # the stock class reads the first token: the manifest's pooling is applied on load
-        probe = probe.replace(".eval()\n", ".eval()\nfrom loraclf.pooling import apply_pooling\n"
-                                            "apply_pooling(model, 'mean')\n")
+             "model = AutoModelForSequenceClassification.from_pretrained(folder, **REMOTE).eval()\n"
+             "tokenizer = AutoTokenizer.from_pretrained(folder, **REMOTE)\n"
+             "print(model(**tokenizer(sys.argv[1:], return_tensors='pt', padding=True)).logits.tolist())")
+    if head == "mean":
+        # The stock class reads the first token: without the export's own modeling code, loading refuses.
         assert json.loads((out / manifest.MANIFEST).read_text())["pooling"] == "mean"
-    done = subprocess.run([sys.executable, "-c", probe, *texts[:3]], capture_output=True, text=True, timeout=120)
+        refused = subprocess.run([sys.executable, "-c", probe.replace("**REMOTE", ""), "x"], capture_output=True,
+                                 text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert refused.returncode != 0 and "trust_remote_code" in refused.stderr
+    remote = "trust_remote_code=True" if head == "mean" else ""
+    done = subprocess.run([sys.executable, "-c", probe.replace("**REMOTE", remote), *texts[:3]], capture_output=True,
+                          text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-1500:]
     assert np.abs(np.array(json.loads(done.stdout.strip().splitlines()[-1])) - reference[:3]).max() < 1e-4
 
@@ -88,8 +94,24 @@ def test_onnx_export_matches_within_1e_3_and_int8_agrees_on_labels(tmp_path, tra
     int8 = export.export(runs[head], "onnx", tmp_path / "int8", int8=True, log=lambda _: None)
     assert json.loads((int8 / manifest.MANIFEST).read_text())["format"] == "onnx-int8"
     assert not (int8 / "fp32").exists()
-    agreement = (logits_of(int8, texts).argmax(1) == reference.argmax(1)).mean()
+    quantized = Classifier.load(int8, device="cpu")
+    batched = quantized.logits(texts, 32)
+    agreement = (batched.argmax(1) == reference.argmax(1)).mean()
     assert agreement >= 0.99, agreement
+    # Static scales: a text's int8 logits do not depend on what else is in its batch.
+    alone = np.stack([quantized.logits(text) for text in texts[:40]])
+    assert np.abs(alone - batched[:40]).max() < 1e-5
+    assert json.loads((int8 / "config.json").read_text())["id2label"]["0"] == "World"  # for ONNX loaders
+
+
+def test_exported_files_follow_the_umask(tmp_path, trained):
+    old = os.umask(0o022)
+    try:
+        out = export.export(trained[0]["mean"], "merged", tmp_path / "shared", log=lambda _: None)
+    finally:
+        os.umask(old)
+    modes = {p.name: stat.S_IMODE(p.stat().st_mode) for p in [out, *out.iterdir()]}
+    assert modes.pop(out.name) == 0o755 and set(modes.values()) == {0o644}, modes
 
 
 def test_predict_reads_every_export_folder(tmp_path, trained, capsys):
@@ -113,25 +135,28 @@ def test_exports_that_cannot_be_made_are_one_line_errors(tmp_path, trained):
         export.export(runs["default"], "merged", tmp_path / "x", int8=True)
     (tmp_path / "taken").mkdir()
     (tmp_path / "taken" / "keep.txt").write_text("mine")
-    with pytest.raises(UserError, match="--overwrite"):
+    with pytest.raises(UserError, match="pass --overwrite or choose another --output$"):
         export.export(runs["default"], "merged", tmp_path / "taken")
     assert (tmp_path / "taken" / "keep.txt").read_text() == "mine"
     assert not (tmp_path / "x").exists()
 
 
-def test_plain_pipeline_on_a_merged_export_matches_loraclf_predict_on_long_texts(tmp_path, trained, agnews_rows):
+@pytest.mark.parametrize("head", ["default", "mean"])
+def test_plain_pipeline_on_a_merged_export_matches_loraclf_predict_on_long_texts(tmp_path, trained, agnews_rows,
+                                                                                 head):
     from transformers import pipeline
 
     runs, _ = trained
     texts, _ = agnews_rows
     # Three AG News texts in one: far past the run's max_length (64 tokens), where truncation decides.
     long_texts = [f"{KEYWORDS[i % 4]} " + " ".join(texts[2000 + 3 * i: 2003 + 3 * i]) for i in range(12)]
-    out = export.export(runs["default"], "merged", tmp_path / "merged", log=lambda _: None)
-    classify = pipeline("text-classification", model=str(out), truncation=True, top_k=None, device="cpu")
+    out = export.export(runs[head], "merged", tmp_path / "merged", log=lambda _: None)
+    classify = pipeline("text-classification", model=str(out), truncation=True, top_k=None, device="cpu",
+                        trust_remote_code=head == "mean")
     assert classify.tokenizer.model_max_length == 64
     assert min(len(ids) for ids in classify.tokenizer(long_texts)["input_ids"]) > 64
     csv_path = tmp_path / "predicted.csv"
-    assert main(["predict", str(runs["default"]), *long_texts, "--output", str(csv_path), "--precision",
+    assert main(["predict", str(runs[head]), *long_texts, "--output", str(csv_path), "--precision",
                  "fp32"]) == 0
     rows = [line.split(",") for line in csv_path.read_text().splitlines()[1:]]
     for row, scores in zip(rows, classify(long_texts)):

@@ -20,9 +20,9 @@ CHROMIUM = next((shutil.which(n) for n in ("chromium", "chromium-browser", "goog
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, tiny_model_dir, agnews_rows):
     texts, labels = agnews_rows
-    texts = list(texts[:80])
-    # A test text with markup: the report must show it as text, not run it.
-    texts[-1] = "<script>alert('x')</script> & <b>bold</b> claims"
+    # Every text carries markup, so whichever test items end up among the confident mistakes, the report
+    # must show markup as text and never run it.
+    texts = [f"<script>alert('x')</script> & <b>bold</b> {t}" for t in texts[:80]]
     folder = tmp_path_factory.mktemp("report")
     data = write_csv(folder / "train.csv", texts, labels[:80])
     config = tiny_config(tiny_model_dir, data)
@@ -45,7 +45,7 @@ def test_training_writes_a_self_contained_report(finished):
                                                                      reverse=True)
     assert all(m["label"] != m["predicted"] for m in mistakes)
     assert f"{test['accuracy']:.4f}" in page
-    assert "<script>alert" not in page  # escaped
+    assert "<script>alert" not in page and "&lt;script&gt;alert" in page  # shown, escaped
     budget = json.loads((finished / layout.BUDGET).read_text())
     assert f"{budget['trainable']:,}" in page
 

@@ -4,6 +4,7 @@ import asyncio
 import json
 import os
 import random
+import re
 import socket
 import subprocess
 import sys
@@ -47,7 +48,7 @@ def server(tmp_path_factory, tiny_model_dir, agnews_rows):
     else:
         process.kill()
         pytest.fail(f"server did not start: {process.stdout.read()[-2000:]}")
-    yield url, texts[1000:1060]
+    yield url, texts[1000:1060], folder / "run"
     process.terminate()
     process.wait(timeout=30)
 
@@ -63,7 +64,7 @@ def bad_request(rng: random.Random, pool: list[str]) -> tuple[str, dict]:
 
 
 def test_info_health_page_and_schema(server):
-    url, _ = server
+    url, _, _ = server
     info = httpx.get(f"{url}/info").json()
     assert info["labels"] == ["World", "Sports", "Business", "Sci/Tech"]
     assert info["parameters"]["trainable"] > 0 and info["limits"]["max_texts"] == 8
@@ -72,10 +73,55 @@ def test_info_health_page_and_schema(server):
     assert page.status_code == 200 and "<textarea" in page.text
     schema = httpx.get(f"{url}/openapi.json").json()
     assert "/predict" in schema["paths"] and "PredictRequest" in json.dumps(schema)
+    # Every error body is {"detail": "one line"}, and the schema says so for 413 and 422.
+    for path in ("/predict", "/"):
+        responses = schema["paths"][path]["post"]["responses"]
+        for status in ("413", "422"):
+            assert responses[status]["content"]["application/json"]["schema"]["$ref"].endswith("/ErrorBody")
+    assert schema["components"]["schemas"]["ErrorBody"]["properties"]["detail"]["type"] == "string"
+    for body in ({"texts": [1]}, {"inputs": []}, {"texts": ["a"], "parameters": {"top_k": 1}}, {"inputs": "a",
+                 "parameters": {"top_k": 0}}):
+        answer = httpx.post(f"{url}/predict", json=body)
+        assert answer.status_code == 422 and isinstance(answer.json()["detail"], str), answer.text
+    # The docs pages load their scripts from the service itself: they work offline.
+    for page_path in ("/docs", "/redoc"):
+        html = httpx.get(f"{url}{page_path}").text
+        assets = re.findall(r'(?:src|href)="([^"]+)"', html) + re.findall(r"url: '([^']+)'", html)
+        assert assets and not [a for a in assets if a.startswith(("http:", "https:", "//"))], assets
+        for asset in assets:
+            assert httpx.get(f"{url}{asset}").status_code == 200, asset
+
+
+def test_hugging_face_clients_get_loraclf_predicts_answers(server, tmp_path):
+    from huggingface_hub import InferenceClient
+
+    from loraclf.cli import main
+
+    url, pool, run_dir = server
+    texts = pool[:4]
+    assert main(["predict", str(run_dir), *texts, "--output", str(tmp_path / "p.jsonl")]) == 0
+    predicted = [json.loads(line) for line in (tmp_path / "p.jsonl").read_text().splitlines()]
+    for row in predicted:
+        row["label"] = row["label_name"]
+        row["probabilities"] = {k.removeprefix("p_"): v for k, v in row.items() if k.startswith("p_")}
+    client = InferenceClient(base_url=url)
+    for text, row in zip(texts, predicted):
+        got = client.text_classification(text)
+        assert got[0].label == row["label"]
+        assert {e.label: e.score for e in got} == pytest.approx(row["probabilities"], abs=1e-5)
+        assert [e.score for e in got] == sorted((e.score for e in got), reverse=True)
+    assert len(client.text_classification(texts[0], top_k=2)) == 2
+    # The same protocol by hand: a list of texts, raw logits; and TEI's /predict, one text -> one flat list.
+    raw = httpx.post(f"{url}/", json={"inputs": texts, "parameters": {"function_to_apply": "none"}}).json()
+    for scores, row in zip(raw, predicted):
+        logits = np.array([{s["label"]: s["score"] for s in scores}[name] for name in row["probabilities"]])
+        assert np.exp(logits) / np.exp(logits).sum() == pytest.approx(list(row["probabilities"].values()), abs=1e-5)
+    tei = httpx.post(f"{url}/predict", json={"inputs": texts[0]}).json()
+    assert tei[0]["label"] == predicted[0]["label"] and len(tei) == 4
 
 
 def test_bounded_load_with_malformed_requests(server):
-    url, pool = server
+    url, pool, _ = server
     # Each text's answer alone, to check that pooled requests get their own rows back.
     alone = {t: httpx.post(f"{url}/predict", json={"texts": [t]}).json()["predictions"][0] for t in pool}
     calls_before = httpx.get(f"{url}/health").json()["model_calls"]
@@ -133,7 +179,7 @@ def test_bounded_load_with_malformed_requests(server):
 
 
 def test_a_chunked_oversize_body_gets_413_and_every_rejection_counts(server):
-    url, pool = server
+    url, pool, _ = server
     before = httpx.get(f"{url}/health").json()["rejected"]
 
     def chunks():  # 6 MB with no Content-Length: Transfer-Encoding: chunked

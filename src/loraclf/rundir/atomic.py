@@ -23,19 +23,42 @@ def umask() -> int:
         return mask
 
 
+def temp_file(path: Path, suffix: str = ".tmp") -> str:
+    """A new empty file beside `path`, to be renamed over it; readable as the umask allows (mkstemp makes 0600)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~umask())
+    return tmp
+
+
+def temp_folder(target: Path) -> Path:
+    """A new empty folder beside `target`, to be renamed over it; open as the umask allows (mkdtemp makes 0700,
+    which would hide a run or an export from everyone else)."""
+    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    os.chmod(tmp, 0o777 & ~umask())
+    return tmp
+
+
+def follow_umask(folder: Path) -> None:
+    """Give everything under `folder` the permissions the umask gives new files and folders: libraries that
+    write through private temporary files (transformers' weight shards are 0600) would hide them from others."""
+    mask = umask()
+    for path in folder.rglob("*"):
+        os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
+
+
 def write_text(path: Path, text: str) -> None:
     """Write through a temporary file and rename, so a reader never sees half a file."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        tmp = temp_file(path)
     except OSError as exc:
         raise UserError(f"output {path}: cannot write there ({exc.strerror or exc})") from None
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as handle:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(tmp, 0o666 & ~umask())  # mkstemp's 0600 would hide run files from other users
         os.replace(tmp, path)
     except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
@@ -50,9 +73,10 @@ def write_json(path: Path, obj: Any) -> None:
 
 def replace_folder(target: Path, fill) -> None:
     """Fill a temporary sibling folder with `fill(folder)`, then swap it in for `target`."""
-    tmp = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}."))
+    tmp = temp_folder(target)
     try:
         fill(tmp)
+        follow_umask(tmp)
         old = target.with_name(f".{target.name}.old")
         if target.exists():
             shutil.rmtree(old, ignore_errors=True)

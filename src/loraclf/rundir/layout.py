@@ -44,6 +44,7 @@ METRICS_LOG = "metrics.jsonl"
 SUMMARY = "metrics.json"
 TEST_METRICS = "test_metrics.json"
 TEST_CONFUSION = "test_confusion_matrix.png"
+CALIBRATION_PLOT = "calibration.png"  # train.calibrate: reliability diagrams before and after
 CHECKPOINTS = "checkpoints"
 ADAPT = "adapt"
 REPORT = "report.html"
@@ -60,7 +61,7 @@ PSEUDO_LABELS = "pseudo_labels.csv"
 EVAL_PREFIX = "eval_"
 
 RUN_FILES = (CONFIG, LABELS, BUDGET, VERSIONS, ADAPTER, TOKENIZER, BASE_MODEL, INITIAL_ADAPTER, THRESHOLDS, METRICS_LOG,
-             SUMMARY, TEST_METRICS, TEST_CONFUSION, CHECKPOINTS, ADAPT, REPORT, TENSORBOARD, MLRUNS)
+             SUMMARY, TEST_METRICS, TEST_CONFUSION, CALIBRATION_PLOT, CHECKPOINTS, ADAPT, REPORT, TENSORBOARD, MLRUNS)
 
 
 def round_folder(run_dir: Path, number: int) -> Path:
@@ -87,17 +88,17 @@ def run_files(run_dir: Path) -> list[Path]:
     return [run_dir / name for name in RUN_FILES if (run_dir / name).exists()] + evaluations
 
 
-def prepare(output_dir: str | Path, overwrite: bool) -> Path:
+def prepare(output_dir: str | Path, overwrite: bool, flag: str = "--output-dir") -> Path:
     """Check that the run folder can be written, creating nothing yet.
 
     Training checks its data and budget before it creates the folder, so a
-    failed start leaves no empty run folder behind.
+    failed start leaves no empty run folder behind. `flag`: the option that names the folder, for the message.
     """
     path = Path(output_dir)
     if path.exists() and not path.is_dir():
         raise UserError(f"output {path}: exists and is not a folder")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
-        raise UserError(f"output {path}: folder exists and is not empty; pass --overwrite or choose another --output-dir")
+        raise UserError(f"output {path}: folder exists and is not empty; pass --overwrite or choose another {flag}")
     existing = path
     while not existing.exists():
         existing = existing.parent

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from loraclf.errors import UserError
-from loraclf.metrics.plots import confusion_figure
+from loraclf.metrics.plots import confusion_figure, reliability_figure
 from loraclf.rundir import atomic, layout
 
 STYLE = """
@@ -164,6 +164,7 @@ def render(run_dir: Path) -> str:
     else:
         parts.append('<p class="muted">this run had no test set (set data.test_file or data.test_size)</p>')
 
+    parts += calibration_section(summary.get("calibration")) + evaluations_section(run_dir)
     if budget:
         parts.append("<h2>Parameters</h2>")
         parts.append(_table(["part", "count"], [
@@ -187,6 +188,33 @@ def render(run_dir: Path) -> str:
     return (f"<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>loraclf report: "
             f"{html.escape(run_dir.resolve().name)}</title><style>{STYLE}</style></head><body>{''.join(parts)}"
             f"<script>{IMAGE_CHECK}</script></body></html>\n")
+
+
+def calibration_section(record: dict[str, Any] | None) -> list[str]:
+    """train.calibrate: the temperature, ECE before and after per split, and the reliability diagram."""
+    if not record:
+        return []
+    splits = [split for split in ("validation", "test") if split in record]
+    rows = [[split, f"{record[split]['ece_before']:.4f}", f"{record[split]['ece_after']:.4f}"] for split in splits]
+    curves = {f"{split}, {when}": record[split][f"reliability_{when}"] for split in splits
+              for when in ("before", "after")}
+    figure = _png(reliability_figure(curves, f"temperature {record['temperature']:.3f}"))
+    return [f"<h2>Calibration (temperature {record['temperature']:.3f})</h2>",
+            _table(["split", "ECE before", "ECE after"], rows, {1, 2}),
+            f'<img alt="reliability diagram" src="data:image/png;base64,{figure}">']
+
+
+def evaluations_section(run_dir: Path) -> list[str]:
+    """What `loraclf evaluate` wrote into the run: one row per labelled file."""
+    rows = []
+    for path in sorted(run_dir.glob(f"{layout.EVAL_PREFIX}*.json")):
+        result = _read_json(path) or {}
+        if "accuracy" in result:
+            rows.append([result.get("data", path.name), f"{result['accuracy']:.4f}",
+                         f"{result.get('macro_f1', float('nan')):.4f}", result.get("count", "")])
+    if not rows:
+        return []
+    return ["<h2>Evaluations</h2>", _table(["data", "accuracy", "macro-F1", "items"], rows, {1, 2, 3})]
 
 
 def write(run_dir: str | Path, output: str | Path | None = None) -> Path:

@@ -19,7 +19,6 @@ import json
 import os
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from loraclf.errors import UserError
+from loraclf.rundir import atomic
 from loraclf.rundir.layout import CHECKPOINTS
 
 PREFIX = "step-"
@@ -130,7 +130,7 @@ def save(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.opti
     root = run_dir / CHECKPOINTS
     root.mkdir(exist_ok=True)
     target = root / f"{PREFIX}{step:06d}"
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=f".{target.name}."))
+    tmp = atomic.temp_folder(target)
     try:
         _save_tensors(trainable_state(model), tmp / "trainable.safetensors")
         _save_tensors(best_state, tmp / "best.safetensors")

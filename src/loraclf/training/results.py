@@ -12,7 +12,7 @@ from loraclf.metrics.classification import confident_mistakes, metrics, tune_thr
 from loraclf.metrics.plots import plot_confusion
 from loraclf.model.runtime import peak_memory_mb
 from loraclf.rundir import atomic, card, layout, readers, report
-from loraclf.training import checkpoint
+from loraclf.training import calibration, checkpoint
 from loraclf.training.evaluation import predict_shared
 from loraclf.training.keep import write_card
 from loraclf.training.state import RunContext, Trainable, TrainData, TrainState
@@ -46,11 +46,16 @@ def finish(run: RunContext, data: TrainData, trainable: Trainable, state: TrainS
     }
     if run.config.adapt.method != "none":
         summary["adapt"] = readers.read_rounds(run.out)
+    best_state, calibrated = calibration.calibrate(run, data, trainable, state, best_state)
     thresholds = decision_thresholds(run, data, trainable, best_state)
     if thresholds is not None:
         summary["thresholds"] = dict(zip(data.splits.label_names, thresholds))
     if data.splits.test is not None:
-        summary["test"] = evaluate_test(run, data, trainable, best_state, thresholds)
+        summary["test"] = evaluate_test(run, data, trainable, best_state, thresholds, calibrated)
+    if calibrated is not None:
+        summary["calibration"] = calibrated
+        if run.procs.main:
+            calibration.plot(run, calibrated)
     summary["total_seconds"] = round(time.perf_counter() - started, 2)
     if run.procs.main:
         atomic.write_json(run.out / layout.SUMMARY, summary)
@@ -84,8 +89,9 @@ def decision_thresholds(run: RunContext, data: TrainData, trainable: Trainable,
 
 
 def evaluate_test(run: RunContext, data: TrainData, trainable: Trainable, best_state: dict[str, torch.Tensor],
-                  thresholds: list[float] | None = None) -> dict[str, Any]:
-    """The best model (not the last) on the test split; writes test_metrics.json and its confusion matrix."""
+                  thresholds: list[float] | None = None, calibrated: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The best model (not the last) on the test split; writes test_metrics.json and its confusion matrix.
+    With `calibrated` (a calibration record), adds the test split's ECE before and after to it."""
     checkpoint.load_trainable(trainable.model, best_state)
     test_set = encode(data.tokenizer, data.splits.test.texts, None, run.config.data.max_length)
     label_names = data.splits.label_names
@@ -95,11 +101,15 @@ def evaluate_test(run: RunContext, data: TrainData, trainable: Trainable, best_s
     seconds = time.perf_counter() - started
     result = metrics(data.splits.test.labels, logits, label_names, thresholds)
     result["texts_per_s"] = round(len(test_set) / seconds, 2)
+    if calibrated is not None:  # the model's logits are already divided by T: before is logits * T
+        t = calibrated["temperature"]
+        calibrated["test"] = calibration.measured(data.splits.test.labels, logits * t, t)
     result["confident_mistakes"] = confident_mistakes(data.splits.test.texts, data.splits.test.labels, logits, label_names,
                                                       thresholds=thresholds)
     if run.procs.main:
         atomic.write_json(run.out / layout.TEST_METRICS, result)
         plot_confusion(result["confusion_matrix"], label_names, run.out / layout.TEST_CONFUSION, "test")
     run.log(f"test: accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} on {result['count']:,} items")
-    kept = ("accuracy", "macro_f1", "micro_f1", "samples_f1", "hamming_loss", "loss", "count", "texts_per_s")
+    kept = ("accuracy", "macro_f1", "micro_f1", "samples_f1", "hamming_loss", "loss", "ece", "count",
+            "texts_per_s")
     return {k: result[k] for k in kept if k in result}

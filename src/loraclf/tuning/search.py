@@ -21,7 +21,6 @@ import itertools
 import os
 import subprocess
 import sys
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -355,8 +354,7 @@ def _save(fig, path: Path) -> None:
 
     fig.tight_layout()
     # A temporary name of its own: another worker may be saving the same plot.
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".png")
-    os.close(fd)
+    tmp = atomic.temp_file(path, suffix=".png")
     fig.savefig(tmp, dpi=110)
     plt.close(fig)
     os.replace(tmp, path)
