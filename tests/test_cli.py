@@ -218,3 +218,16 @@ def test_verbose_keeps_library_logging(trained):
     assert hf_logging.get_verbosity() == hf_logging.WARNING
     assert main(["budget", "--config", str(trained["config"])]) == 0
     assert hf_logging.get_verbosity() == hf_logging.ERROR
+
+
+def test_a_missing_extra_is_a_one_line_error_naming_it(tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    missing = {"fastapi", "onnx", "onnxruntime"}
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name in missing else real(name, *a))
+    for argv, extra in ((["serve", str(tmp_path)], "serve"),
+                        (["export", str(tmp_path), "--format", "onnx", "--output", str(tmp_path / "o")], "export")):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and f"pip install 'loraclf[{extra}]'" in err, err

@@ -71,6 +71,12 @@ def export(run_dir: str | Path, fmt: str, output: str | Path, int8: bool = False
         raise UserError(f"export --format: expected one of {', '.join(FORMATS)}; got {fmt!r}")
     if int8 and fmt != "onnx":
         raise UserError("export --int8: applies to --format onnx (int8 weights through onnxruntime)")
+    if calibration is not None and not int8:
+        raise UserError("export --calibration: applies to --int8")
+    for module in ("onnx", "onnxscript") if fmt == "onnx" else ():
+        _require(module, "export --format onnx")
+    if int8:
+        _require("onnxruntime", "export --int8")
     out = layout.prepare(output, overwrite, flag="--output")
     _, config, label_names = readers.read_run_config(run_dir)
     if fmt == "merged":
@@ -80,13 +86,6 @@ def export(run_dir: str | Path, fmt: str, output: str | Path, int8: bool = False
         if config.lora.method in ("vera", "ia3"):
             raise UserError(f"export {run_dir}: PEFT cannot merge lora.method {config.lora.method} beside a trained "
                             "head; use --format onnx")
-    if calibration is not None and not int8:
-        raise UserError("export --calibration: applies to --int8")
-    if int8:
-        _require("onnxruntime", "export --int8")
-    if fmt == "onnx":
-        _require("onnx", "export --format onnx")
-        _require("onnxscript", "export --format onnx")
     texts = calibration_texts(config, calibration) if int8 else None
     # A quantized run ships its adapter merged into the full-precision base: 4-bit weights do not export.
     trained = Classifier.load(run_dir, device="cpu", precision="fp32", quantized=False)

@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from loraclf.errors import UserError
 
 
 class OnnxModel:
     """An ONNX Runtime session called like a transformers model: model(input_ids=, attention_mask=).logits."""
 
     def __init__(self, path: Path):
+        if importlib.util.find_spec("onnxruntime") is None:
+            raise UserError(f"{path.parent}: an ONNX export needs onnxruntime (pip install 'loraclf[export]')")
         import onnxruntime
 
         options = onnxruntime.SessionOptions()

@@ -116,7 +116,6 @@ def multi_label_metrics(labels: np.ndarray, logits: np.ndarray, label_names: lis
         "samples_f1": float(f1_score(truth, preds, average="samples", zero_division=1)),
         "hamming_loss": float(hamming_loss(truth, preds)),
         "loss": loss,
-        "ece": expected_calibration_error(labels, softmax(logits)),
         "count": int(len(labels)),
         "per_class": {
             name: {"precision": float(precision[i]), "recall": float(recall[i]), "f1": float(f1[i]),
