@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from loraclf.cli import main
+from loraclf.inference.evaluate import evaluate_files
 from loraclf.rundir import layout
 from loraclf.training.recipe import train
 
@@ -48,6 +49,14 @@ def test_training_writes_a_self_contained_report(finished):
     assert "<script>alert" not in page and "&lt;script&gt;alert" in page  # shown, escaped
     budget = json.loads((finished / layout.BUDGET).read_text())
     assert f"{budget['trainable']:,}" in page
+
+
+def test_evaluate_lists_its_results_in_the_report(finished, tmp_path, agnews_rows):
+    texts, labels = agnews_rows
+    data = write_csv(tmp_path / "extra.csv", texts[200:230], labels[200:230])
+    [result] = evaluate_files(finished, [str(data)])
+    page = (finished / layout.REPORT).read_text(encoding="utf-8")
+    assert "<h2>Evaluations</h2>" in page and f"{result['accuracy']:.4f}" in page and "extra.csv" in page
 
 
 def test_report_command_rewrites_it(finished, tmp_path):

@@ -9,6 +9,7 @@ import torch
 from sklearn.metrics import f1_score, hamming_loss
 
 from loraclf.cli import main
+from loraclf.errors import UserError
 from loraclf.deploy import export
 from loraclf.inference.classifier import Classifier
 from loraclf.rundir import layout
@@ -145,6 +146,12 @@ def test_text_pair_run_end_to_end(tmp_path, tiny_bert_dir):
     pairs = [(a, b) for a, b, _ in test_rows]
     clf = Classifier.load(out, device="cpu", precision="fp32")
     logits = clf.logits(pairs)
+    # The API's input checks, for pairs: one tuple is one pair; a blank or missing half is named.
+    assert clf.predict(pairs[0]) == clf.labels[logits[0].argmax()] and clf.predict([]) == []
+    for bad, reason in (([(pairs[0][0], " ")], r"texts\[0\]: empty or blank"),
+                        ([pairs[0], (None, "b")], r"texts\[1\]: .*got None"), (["alone"], r"texts\[0\]: .*pair")):
+        with pytest.raises(UserError, match=reason):
+            clf.predict(bad)
     assert main(["evaluate", str(out), "--data", str(test_file)]) == 0
     assert json.loads((out / "eval_test.json").read_text())["accuracy"] == pytest.approx(summary["test"]["accuracy"])
     assert main(["predict", str(out), "--input", str(test_file), "--output", str(tmp_path / "p.csv")]) == 0

@@ -30,6 +30,7 @@ import numpy as np
 from fastapi import HTTPException, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi_offline import FastAPIOffline
 from pydantic import BaseModel, ConfigDict, Field, StrictStr
 
 from loraclf.config.schema import ServeConfig
@@ -252,8 +253,6 @@ class BodyLimit:
 
 def build_app(classifier, limits: ServeConfig, batch_size: int = 32):
     """The FastAPI app for a loaded `loraclf.Classifier`."""
-    from fastapi_offline import FastAPIOffline
-
     batcher = MicroBatcher(lambda texts: classifier.logits(texts, batch_size), limits.max_batch,
                            limits.max_wait_ms / 1000)
     stats = {"started": time.time(), "requests": 0, "rejected": 0}
