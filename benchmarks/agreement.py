@@ -5,7 +5,9 @@
 For a finished run with a test split, on its held-out test texts, on
 ../shared/data/competition/shifted_dev.csv and on long texts (three held-out texts joined, past
 max_length), it prints how often each path gives `loraclf predict`'s label:
-- plain PEFT: the adapter card's own snippet, run in a Python where loraclf cannot be imported;
+- plain PEFT: the adapter card's own snippet, run in a Python where loraclf cannot be imported (on a
+  copy of the adapter folder whose base_model_name_or_path names the local base, when its hub id does
+  not load here: the card's advice for offline use);
 - pipeline: `pipeline("text-classification", model=<merged export>, truncation=True)`, no loraclf;
 - int8: the static int8 ONNX export, and whether each text's label is the same alone as in a batch of 32;
 plus accuracy of the run and of int8 on the labelled sets, and the run's calibration record.
@@ -16,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -59,6 +62,17 @@ def run_plain(code: str, texts: list[str], folder: Path, tmp: Path) -> list:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def offline_copy(adapter: Path, local_base: str, tmp: Path) -> Path:
+    """The adapter folder with base_model_name_or_path pointing at the local copy of its base."""
+    copy = tmp / "adapter"
+    shutil.copytree(adapter, copy)
+    settings = json.loads((copy / "adapter_config.json").read_text())
+    if Path(local_base).is_dir():
+        settings["base_model_name_or_path"] = local_base
+    (copy / "adapter_config.json").write_text(json.dumps(settings))
+    return copy
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run_dir")
@@ -74,7 +88,7 @@ def main() -> None:
     from loraclf.data.splits import load_splits
     from loraclf.deploy.export import export
     from loraclf.inference.classifier import Classifier
-    from loraclf.model.build import load_tokenizer
+    from loraclf.model.build import load_tokenizer, resolve_model_path
     from loraclf.rundir import readers
 
     run = Path(args.run_dir)
@@ -91,6 +105,7 @@ def main() -> None:
     snippet = re.search(r"```python\n(.*?)```", card, re.S).group(1)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
+        adapter = offline_copy(run / "adapter", resolve_model_path(config.model.name_or_path), tmp)
         merged = export(run, "merged", tmp / "merged", log=lambda _: None)
         int8 = Classifier.load(export(run, "onnx", tmp / "int8", int8=True, log=lambda _: None))
         print(f"run {run} ({config.model.name_or_path}, pooling {config.model.pooling}, max_length "
@@ -100,7 +115,7 @@ def main() -> None:
         print("|---|---|---|---|---|---|---|")
         for name, (texts, labels) in sets.items():
             ours = clf.predict_proba(texts).argmax(1)
-            plain = np.array(run_plain(PLAIN.format(snippet=snippet), texts, run / "adapter", tmp))
+            plain = np.array(run_plain(PLAIN.format(snippet=snippet), texts, adapter, tmp))
             piped = np.array([names.index(x) for x in run_plain(PIPELINE, texts, merged, tmp)])
             batched = int8.logits(texts, 32).argmax(1)
             alone = np.array([int8.logits(t).argmax() for t in texts])

@@ -1,11 +1,11 @@
 """The adapter folder stands alone: PEFT loads it with the labels its card gives, and the card is a real one."""
 
 import json
-from pathlib import Path
 import re
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest

@@ -9,8 +9,8 @@ import torch
 from sklearn.metrics import f1_score, hamming_loss
 
 from loraclf.cli import main
-from loraclf.errors import UserError
 from loraclf.deploy import export
+from loraclf.errors import UserError
 from loraclf.inference.classifier import Classifier
 from loraclf.rundir import layout
 from loraclf.training.recipe import train

@@ -141,10 +141,8 @@ def _add_export(commands) -> argparse.ArgumentParser:
     export.add_argument("--format", required=True, choices=["merged", "onnx"],
                         help="merged: adapter folded into the weights, loads without peft; onnx: an ONNX graph")
     export.add_argument("--int8", action="store_true",
-                        help="onnx only: int8 matrix products with fixed (static) scales, so a text's answer does "
-                             "not depend on its batch")
-    export.add_argument("--calibration", metavar="FILE",
-                        help="--int8: texts that fix the scales (default: the run's training texts)")
+                        help="onnx only: int8 weights and int8 compute with per-row scales, so a text's answer "
+                             "does not depend on its batch")
     export.add_argument("--output", required=True, help="export folder")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty export folder")
     return export
@@ -335,8 +333,7 @@ def cmd_export(args, overrides) -> None:
     from loraclf.deploy.export import export
 
     _no_overrides(overrides)
-    export(args.run_dir, args.format, args.output, int8=args.int8, overwrite=args.overwrite,
-           calibration=args.calibration)
+    export(args.run_dir, args.format, args.output, int8=args.int8, overwrite=args.overwrite)
 
 
 def _no_overrides(overrides: list[str]) -> None:
