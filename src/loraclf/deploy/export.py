@@ -146,19 +146,17 @@ def write_remote_code(model: torch.nn.Module, folder: Path) -> None:
 
 @contextlib.contextmanager
 def quiet():
-    """Hide what the ONNX exporter and quantizer print about nothing wrong: torchvision ops it skips, advice to
-    pre-process, calibration progress. Errors still raise."""
-    loggers = [logging.getLogger(), logging.getLogger("torch.onnx")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(logging.ERROR)
+    """Hide what the ONNX exporter and quantizer say about nothing wrong: torchvision ops it skips, every node
+    the quantizer visits. Log records up to WARNING are off for every logger (also those that set a level and
+    a handler of their own), and stdout and warnings are swallowed. Errors still raise."""
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
     try:
         with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             yield
     finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+        logging.disable(previous)
 
 
 def _parameters(run_dir: Path) -> dict | None:
@@ -203,13 +201,7 @@ def quantize_int8(fp32: Path, path: Path) -> None:
     import onnx
     from onnxruntime.quantization import matmul_nbits_quantizer as nbits
 
-    chatter = logging.getLogger(nbits.__name__)  # it logs every node at INFO on a handler of its own
-    level = chatter.level
-    chatter.setLevel(logging.ERROR)
-    try:
-        quantizer = nbits.MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=8, block_size=32, is_symmetric=True,
-                                               accuracy_level=4)
-        quantizer.process()
-        quantizer.model.save_model_to_file(str(path), use_external_data_format=False)
-    finally:
-        chatter.setLevel(level)
+    quantizer = nbits.MatMulNBitsQuantizer(onnx.load(str(fp32)), bits=8, block_size=32, is_symmetric=True,
+                                           accuracy_level=4)
+    quantizer.process()
+    quantizer.model.save_model_to_file(str(path), use_external_data_format=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -42,9 +43,12 @@ def plot_confusion(matrix: list[list[int]], label_names: list[str], path: Path, 
     save_figure(confusion_figure(matrix, label_names, title), path)  # the figure selects the Agg backend
 
 
-def reliability_figure(curves: dict[str, dict[str, list]], title: str):
-    """Reliability diagrams: per curve (e.g. "validation, before"), accuracy against mean confidence per bin
+def calibration_figure(record: dict[str, Any]):
+    """Reliability diagrams of a calibration record (training/calibration.py): for validation and, where
+    there is one, test, before and after, accuracy against mean confidence per bin
     (metrics.classification.reliability's tables), beside the diagonal that a calibrated model follows."""
+    curves = {f"{split}, {when}": record[split][f"reliability_{when}"]
+              for split in ("validation", "test") if split in record for when in ("before", "after")}
     import matplotlib
 
     matplotlib.use("Agg")
@@ -62,7 +66,7 @@ def reliability_figure(curves: dict[str, dict[str, list]], title: str):
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(title)
+    ax.set_title(f"temperature {record['temperature']:.3f}")
     fig.tight_layout()
     return fig
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from loraclf.errors import UserError
-from loraclf.metrics.plots import confusion_figure, reliability_figure
+from loraclf.metrics.plots import calibration_figure, confusion_figure
 from loraclf.rundir import atomic, layout
 
 STYLE = """
@@ -196,9 +196,7 @@ def calibration_section(record: dict[str, Any] | None) -> list[str]:
         return []
     splits = [split for split in ("validation", "test") if split in record]
     rows = [[split, f"{record[split]['ece_before']:.4f}", f"{record[split]['ece_after']:.4f}"] for split in splits]
-    curves = {f"{split}, {when}": record[split][f"reliability_{when}"] for split in splits
-              for when in ("before", "after")}
-    figure = _png(reliability_figure(curves, f"temperature {record['temperature']:.3f}"))
+    figure = _png(calibration_figure(record))
     return [f"<h2>Calibration (temperature {record['temperature']:.3f})</h2>",
             _table(["split", "ECE before", "ECE after"], rows, {1, 2}),
             f'<img alt="reliability diagram" src="data:image/png;base64,{figure}">']

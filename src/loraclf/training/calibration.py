@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from loraclf.metrics.classification import expected_calibration_error, fit_temperature, reliability, softmax
-from loraclf.metrics.plots import reliability_figure, save_figure
+from loraclf.metrics.plots import calibration_figure, save_figure
 from loraclf.rundir import atomic, layout
 from loraclf.training import checkpoint
 from loraclf.training.evaluation import predict_shared
@@ -68,7 +68,4 @@ def measured(labels: np.ndarray, logits: np.ndarray, temperature: float) -> dict
 
 def plot(run: RunContext, record: dict[str, Any]) -> None:
     """calibration.png: reliability before and after, on validation and (where there is one) test."""
-    curves = {f"{split}, {when}": record[split][f"reliability_{when}"]
-              for split in ("validation", "test") if split in record for when in ("before", "after")}
-    save_figure(reliability_figure(curves, f"temperature {record['temperature']:.3f}"),
-                run.out / layout.CALIBRATION_PLOT)
+    save_figure(calibration_figure(record), run.out / layout.CALIBRATION_PLOT)
