@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -70,3 +73,44 @@ def write_csv(path: Path, texts, labels) -> Path:
         writer.writerow(["text", "label"])
         writer.writerows(zip(texts, labels))
     return path
+
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(*args, stdin=None):
+    """Run the installed console script as a user would; returns (code, stdout, stderr)."""
+    env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    done = subprocess.run([sys.executable, "-m", "loraclf", *map(str, args)], capture_output=True, text=True,
+                          input=stdin, env=env, cwd=ROOT)
+    return done.returncode, done.stdout, done.stderr
+
+
+def assert_user_error(code, err, *fragments):
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("loraclf: error: "), err
+    assert "Traceback" not in err
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory, tiny_model_dir, agnews_rows):
+    """One tiny run through `loraclf train`, shared by the command-line tests."""
+    folder = tmp_path_factory.mktemp("e2e")
+    texts, labels = agnews_rows
+    train_csv = write_csv(folder / "train.csv", texts[:64], labels[:64])
+    test_csv = write_csv(folder / "test.csv", texts[64:88], labels[64:88])
+    config = folder / "tiny.yaml"
+    config.write_text(f"""
+model: {{name_or_path: {tiny_model_dir}, init: random}}
+data: {{dataset: null, train_file: {train_csv}, test_file: {test_csv}, max_length: 64,
+        label_names: [World, Sports, Business, Sci/Tech]}}
+lora: {{r: 4, alpha: 8}}
+train: {{epochs: 1, batch_size: 16, log_every: 1}}
+""")
+    code, out, err = cli("train", "--config", config, "--output-dir", folder / "run", "--train.lr", "1e-3")
+    assert code == 0, err
+    return {"folder": folder, "run": folder / "run", "config": config, "test": test_csv, "texts": texts[64:88],
+            "output": out, "stderr": err}

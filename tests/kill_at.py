@@ -5,7 +5,8 @@
 
 `after-step:N` kills the process right after optimizer step N (its scheduler
 step); `checkpoint-write:N` kills it halfway through writing the step-N
-checkpoint (the tensors written, the optimizer state and state.json not).
+checkpoint (the tensors written, the optimizer state and state.json not);
+`after-shard:N` kills `loraclf predict` right after it wrote shard N (from 0).
 The crash points live here, patched in from outside: the training loop has no test hooks.
 """
 
@@ -44,6 +45,17 @@ def main() -> int:
             save_tensors(tensors, path)
 
         checkpoint._save_tensors = save_or_die
+    elif kind == "after-shard":
+        from loraclf.inference import corpus
+
+        write_shard = corpus.write_shard
+
+        def write_or_die(path, *args, **kwargs):
+            write_shard(path, *args, **kwargs)
+            if path.name == f"{step:06d}.part":
+                kill()
+
+        corpus.write_shard = write_or_die
     else:
         raise SystemExit(f"unknown crash point {kind!r}")
     return cli.main(sys.argv[2:])

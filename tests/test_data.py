@@ -6,7 +6,7 @@ import pytest
 
 from loraclf.config.schema import AG_NEWS_LABELS, DataConfig
 from loraclf.data.batching import collate
-from loraclf.data.encoding import Encoded
+from loraclf.data.encoding import Encoded, encode
 from loraclf.data.labels import encode_labels, infer_label_names
 from loraclf.data.sources import read_file
 from loraclf.data.splits import Labelled, length_filter, load_splits, split
@@ -246,9 +246,44 @@ def test_load_splits_tokenizes_train_and_validation_once(tokenizer, tmp_path, ag
     cfg = DataConfig(dataset=None, train_file=str(path), max_length=32, length_filter=None)
     splits = load_splits(cfg, tokenizer, log=lambda _: None)
     for part in (splits.train, splits.val):
-        assert part.input_ids == tokenizer(part.texts, truncation=True, max_length=32)["input_ids"]
-    assert max(map(len, splits.train.input_ids)) == 32
+        flat = part.encoded()
+        assert flat.ids.dtype == np.int32 and flat.labels is part.labels
+        assert [flat.tokens(i).tolist() for i in range(len(flat))] == tokenizer(part.texts, truncation=True,
+                                                                                max_length=32)["input_ids"]
+    assert splits.train.tokens.lengths.max() == 32
     assert splits.filter_report is None and len(splits.train) + len(splits.val) == 200
+
+
+def test_windows_cover_a_long_text_and_map_back_to_it(tokenizer):
+    long, short = " ".join(f"w{i}" for i in range(300)), "A short text."
+    windows = encode(tokenizer, [short, long, short], None, 32, "windows", stride=8)
+    assert windows.count == 3 and windows.cut == 1 and windows.documents.tolist()[:2] == [0, 1]
+    mine = windows.subset(np.flatnonzero(windows.documents == 1))
+    expected = tokenizer(long, truncation=True, max_length=32, stride=8, return_overflowing_tokens=True)
+    assert [mine.tokens(i).tolist() for i in range(len(mine))] == expected["input_ids"] and len(mine) > 10
+    body = [mine.tokens(i)[1:-1].tolist() for i in range(len(mine))]
+    assert body[0][-8:] == body[1][:8] and body[0][:-8] != body[1][:-8]  # consecutive windows share 8 tokens
+    truncated = encode(tokenizer, [short, long, short], None, 32)
+    assert truncated.documents is None and len(truncated) == 3 and truncated.cut == 1
+    assert truncated.tokens(1).tolist() == mine.tokens(0).tolist()
+    logits = np.arange(len(windows) * 2, dtype=np.float32).reshape(-1, 2)
+    from loraclf.model.logits import document_logits
+
+    per_text = document_logits(logits, windows.documents)
+    assert per_text.shape == (3, 2) and np.allclose(per_text[1], logits[windows.documents == 1].mean(axis=0))
+
+
+def test_subsets_and_concatenations_of_flat_token_arrays_are_the_lists_they_stand_for():
+    rng = np.random.default_rng(0)
+    lists = [rng.integers(0, 50000, size=int(n)).tolist() for n in rng.integers(0, 40, size=50)]
+    data = Encoded(lists, np.arange(50), [[i % 2] * len(x) for i, x in enumerate(lists)])
+    index = rng.permutation(50)[:20]
+    part = data.subset(index)
+    assert [part.tokens(i).tolist() for i in range(20)] == [lists[i] for i in index]
+    assert [part[i][2].tolist() for i in range(20)] == [[i % 2] * len(lists[i]) for i in index]
+    both = Encoded.concat([part, data.subset(index[:3])], np.zeros(23))
+    assert [both.tokens(i).tolist() for i in range(23)] == [lists[i] for i in [*index, *index[:3]]]
+    assert both.labels.tolist() == [0] * 23
 
 
 @needs_shared
@@ -322,7 +357,6 @@ def test_test_split_picks_the_hub_split_or_none(monkeypatch, tokenizer):
 
 # ------------------------------------------------------------------ multi-label and text pairs
 
-from loraclf.data.encoding import tokenize  # noqa: E402
 from loraclf.data.tables import Schema
 
 MULTI = Schema(task="multi_label", label="labels")
@@ -371,10 +405,12 @@ def test_pairs_are_the_tokenizers_pair_encoding_cut_longest_first(tmp_path, toke
     schema = Schema(pair="hypothesis", text="premise")
     table = read_file(path, schema)
     assert table.texts[1] == ("The cat sat.", "A cat sat.")
-    ids, types = tokenize(tokenizer, table.texts, 32)
+    encoded = encode(tokenizer, table.texts, None, 32)
+    ids = [encoded.tokens(i).tolist() for i in range(len(encoded))]
     expected = tokenizer(["A short premise.", "The cat sat."], [long, "A cat sat."], truncation="longest_first",
                          max_length=32)["input_ids"]
-    assert ids == expected and len(ids[0]) == 32 and types is None  # RoBERTa marks no segments
+    assert ids == expected and len(ids[0]) == 32 and encoded.types is None  # RoBERTa marks no segments
+    assert encoded.cut == 1
     assert tokenizer.decode(ids[0]).startswith("<s>A short premise.</s></s>word word")  # the long text was cut
 
 

@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from loraclf.inference.outputs import render
+from loraclf.inference.outputs import Layout, render
 from loraclf.metrics.classification import metrics, softmax
 from loraclf.metrics.plots import plot_confusion
 
@@ -38,10 +38,11 @@ def test_confusion_png(tmp_path):
 
 def test_submission_and_probability_rendering():
     probs = softmax(np.array([[0.0, 2.0], [3.0, 1.0], [0.0, 0.1]], dtype=np.float32))
-    assert render(probs, ["neg", "pos"], "csv", submission=True) == "ID,Label\n0,1\n1,0\n2,1\n"
-    rows = render(probs, ["neg", "pos"], "csv", submission=False).splitlines()
+    names, decided = ("neg", "pos"), ["pos", "neg", "pos"]
+    assert render(Layout(names, "csv", submission=True), probs, decided) == "ID,Label\n0,1\n1,0\n2,1\n"
+    rows = render(Layout(names, "csv"), probs, decided).splitlines()
     assert rows[0] == "label,label_name,p_neg,p_pos" and rows[1].startswith("1,pos,")
-    assert '"label_name": "neg"' in render(probs, ["neg", "pos"], "jsonl", submission=False).splitlines()[1]
+    assert '"label_name": "neg"' in render(Layout(names, "jsonl"), probs, decided).splitlines()[1]
 
 
 def test_multi_label_metrics_equal_scikit_learns():
@@ -75,9 +76,10 @@ def test_multi_label_metrics_equal_scikit_learns():
 
 def test_multi_label_rendering_and_confusion_grid(tmp_path):
     probs = np.array([[0.9, 0.2, 0.6], [0.1, 0.1, 0.2]])
-    text = render(probs, ["a", "b", "c"], "csv", False, [["a", "c"], []])
+    text = render(Layout(("a", "b", "c"), "csv", multi_label=True), probs, [["a", "c"], []])
     assert text.splitlines() == ["labels,p_a,p_b,p_c", "a;c,0.9,0.2,0.6", ",0.1,0.1,0.2"]
-    rows = [json.loads(line) for line in render(probs, ["a", "b", "c"], "jsonl", False, [["a", "c"], []]).splitlines()]
+    jsonl = render(Layout(("a", "b", "c"), "jsonl", multi_label=True), probs, [["a", "c"], []])
+    rows = [json.loads(line) for line in jsonl.splitlines()]
     assert rows[0]["labels"] == ["a", "c"] and rows[1]["labels"] == []
     plot_confusion([[[3, 1], [0, 2]]] * 5, list("abcde"), tmp_path / "grid.png", "test")
     assert (tmp_path / "grid.png").stat().st_size > 1000

@@ -7,7 +7,6 @@ config answer without loading torch and transformers, and no command loads the s
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import shlex
@@ -76,13 +75,22 @@ def _add_plan(commands) -> argparse.ArgumentParser:
     return plan
 
 
+def _add_long_texts(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    command.add_argument("--long-texts", choices=["truncate", "windows"],
+                         help="texts longer than max_length tokens: truncate, or read as overlapping windows whose "
+                              "logits are averaged (default: the run's data.long_texts)")
+    command.add_argument("--window-stride", type=int, help="tokens consecutive windows share (default: the run's "
+                                                           "data.window_stride)")
+    return command
+
+
 def _add_inference_options(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """What evaluate and predict share: how the model runs and what it may read."""
     command.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
     command.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help=PRECISION_HELP)
     command.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
     command.add_argument("--unquantized", action="store_true", help=UNQUANTIZED_HELP)
-    return command
+    return _add_long_texts(command)
 
 
 def _add_evaluate(commands) -> argparse.ArgumentParser:
@@ -99,10 +107,25 @@ def _add_predict(commands) -> argparse.ArgumentParser:
     predict = commands.add_parser("predict", help="labels and probabilities for texts")
     predict.add_argument("run_dir", help=FOLDER_HELP)
     predict.add_argument("texts", nargs="*", help="texts to classify (else --input, else stdin lines)")
-    predict.add_argument("--input", help="file of texts (CSV, JSONL, Parquet, pickle)")
-    predict.add_argument("--output", help=".csv or .jsonl (default: CSV on stdout)")
+    predict.add_argument("--input", help="file of texts of any size (CSV, JSONL, Parquet; JSON and pickle are read "
+                                         "whole), predicted shard by shard")
+    predict.add_argument("--output", help=".csv, .jsonl or .parquet, written when complete (default: CSV on stdout)")
     predict.add_argument("--submission", action="store_true", help="write the competition format ID,Label")
     predict.add_argument("--text-column", help="column holding the texts (default: the run's)")
+    predict.add_argument("--id-column", help="input column copied to the output's first column (default: id, where "
+                                             "the input has one)")
+    predict.add_argument("--on-bad-row", default="error", choices=["error", "skip"],
+                         help="a row without a usable text: error (default) stops before anything is written; skip "
+                              "answers it with an empty prediction and an error column")
+    predict.add_argument("--resume", action="store_true", help="continue an interrupted --output from its last "
+                                                               "finished shard (OUTPUT.partial)")
+    predict.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    predict.add_argument("--shard-rows", type=int, default=10_000,
+                         help="rows read, predicted and kept at a time (default 10,000): memory follows it")
+    predict.add_argument("--engine", default="local", choices=["local", "ray"],
+                         help="local (default), or ray: shards on Ray Data actors, one model each")
+    predict.add_argument("--ray-address", help="a running Ray cluster (default: start one on this machine)")
+    predict.add_argument("--ray-actors", type=int, help="Ray actors, one loaded model each (default: one per CPU)")
     return _add_inference_options(predict)
 
 
@@ -132,7 +155,7 @@ def _add_serve(commands) -> argparse.ArgumentParser:
     serve.add_argument("run_dir", help=FOLDER_HELP)
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8000, help="port to listen on (default 8000)")
-    return serve
+    return _add_long_texts(serve)
 
 
 def _add_export(commands) -> argparse.ArgumentParser:
@@ -226,11 +249,12 @@ def cmd_plan(args, overrides) -> None:
 
 
 def cmd_evaluate(args, overrides) -> None:
+    from loraclf.data.encoding import cut_note
     from loraclf.inference.inputs import labelled_files
-    from loraclf.inference.manifest import describe
+    from loraclf.inference.manifest import describe, with_long_texts
 
     _no_overrides(overrides)
-    about = describe(args.run_dir)
+    about = with_long_texts(describe(args.run_dir), args.long_texts, args.window_stride)
     inputs = labelled_files(about, args.data, args.output, args.allow_pickle)
     from loraclf.inference.evaluate import evaluate  # torch and PEFT load only once the files checked out
 
@@ -240,43 +264,79 @@ def cmd_evaluate(args, overrides) -> None:
     for r in results:
         print(f"{r['data']:<{width}}  {r['count']:>7,}  {r['accuracy']:>8.4f}  {r['macro_f1']:>8.4f}")
     print("wrote " + ", ".join(r["written"] for r in results))
+    for r in results:
+        note = cut_note(r["texts_cut"], r["count"], about.max_length, about.long_texts)
+        if note:
+            print(f"{r['data']}{note}", file=sys.stderr)
 
 
 def cmd_predict(args, overrides) -> None:
-    from loraclf.data.sources import check_texts, read_file
-    from loraclf.data.tables import Table
-    from loraclf.inference.manifest import describe
-    from loraclf.inference.outputs import check_submission, output_format, render, write_predictions
+    from loraclf.inference.manifest import describe, with_long_texts
 
     _no_overrides(overrides)
-    if args.output:
-        output_format(Path(args.output), args.submission)  # fail on a bad name before any work
     if args.input and args.texts:
         raise UserError("predict: give texts as arguments or --input FILE, not both")
-    about = describe(args.run_dir)
-    check_submission(args.submission, about.multi_label)  # before the model loads
+    about = with_long_texts(describe(args.run_dir), args.long_texts, args.window_stride)
     if args.input:
-        schema = dataclasses.replace(about.schema, text=args.text_column or about.schema.text)
-        table = read_file(args.input, schema, args.allow_pickle)
+        _predict_file(args, about)
     else:
-        if about.pairs:
-            raise UserError(f"predict: this model classifies text pairs; give --input FILE with columns "
-                            f"{about.schema.text!r} and {about.schema.pair!r}")
-        if not args.texts and sys.stdin.isatty():
-            raise UserError("predict: give texts as arguments, --input FILE, or texts on stdin, one per line")
-        texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
-        table = Table("arguments" if args.texts else "stdin", texts, None)
-        check_texts(table)
+        _predict_texts(args, about)
+
+
+def _predict_file(args, about) -> None:
+    """A file of any size, shard by shard: everything is checked (every row, under --on-bad-row error) before the
+    model loads; the output appears when complete."""
+    import importlib.util
+
+    from loraclf.inference import corpus, engines
+
+    if args.engine == "ray" and importlib.util.find_spec("ray") is None:
+        raise UserError("predict --engine ray: needs ray (pip install 'loraclf[ray]')")
+    job = corpus.FileJob(Path(args.input), Path(args.output) if args.output else None, args.text_column,
+                         args.id_column, args.on_bad_row, args.shard_rows, args.batch_size, args.submission,
+                         args.allow_pickle)
+    planned = corpus.plan(job, about, args.resume, args.overwrite)
+    options = {"precision": args.precision, "quantized": not args.unquantized, "long_texts": about.long_texts,
+               "window_stride": about.window_stride}
+
     from loraclf.inference.classifier import Classifier  # torch and PEFT load only once the input checked out
 
-    clf = Classifier.load(args.run_dir, precision=args.precision, quantized=not args.unquantized)
-    probs = clf.predict_proba(table.texts, args.batch_size)
-    label_sets = clf.decide(probs) if clf.multi_label else None
+    summary = corpus.run(planned, engines.engine(args.engine, args.batch_size, Classifier.load, about.path, options,
+                                                 args.ray_address, args.ray_actors))
+    bad = f"; {summary['bad_rows']:,} bad rows answered with an error" if summary["bad_rows"] else ""
+    resumed = f" (resumed at row {summary['resumed_from_row']:,})" if summary["resumed_from_row"] else ""
+    print(f"wrote {summary['rows']:,} predictions to {summary['output']}{resumed}{bad}; {summary['texts_per_s']:,} "
+          f"texts/s" + (f"; {summary['note']}" if summary["note"] else ""), file=sys.stderr)
+
+
+def _predict_texts(args, about) -> None:
+    """Texts given as arguments or on stdin, predicted together."""
+    from loraclf.data.sources import check_texts
+    from loraclf.data.tables import Table
+    from loraclf.inference.outputs import layout_for, render, write_predictions
+
+    for flag in ("resume", "overwrite", "id_column"):
+        if getattr(args, flag):
+            raise UserError(f"predict --{flag.replace('_', '-')}: applies to --input FILE")
+    layout = layout_for(Path(args.output) if args.output else None, about.labels, args.submission,
+                        about.multi_label)
+    if about.pairs:
+        raise UserError(f"predict: this model classifies text pairs; give --input FILE with columns "
+                        f"{about.schema.text!r} and {about.schema.pair!r}")
+    if not args.texts and sys.stdin.isatty():
+        raise UserError("predict: give texts as arguments, --input FILE, or texts on stdin, one per line")
+    texts = args.texts or [line.rstrip("\n") for line in sys.stdin if line.strip()]
+    check_texts(Table("arguments" if args.texts else "stdin", texts, None))
+    from loraclf.inference.classifier import Classifier  # torch and PEFT load only once the input checked out
+
+    clf = Classifier.load(args.run_dir, precision=args.precision, quantized=not args.unquantized,
+                          long_texts=about.long_texts, window_stride=about.window_stride)
+    probs = clf.predict_proba(texts, args.batch_size)
     if args.output:
-        write_predictions(Path(args.output), probs, clf.labels, args.submission, label_sets)
-        print(f"wrote {len(table.texts):,} predictions to {args.output}", file=sys.stderr)
+        write_predictions(Path(args.output), layout, probs, clf.decide(probs))
+        print(f"wrote {len(texts):,} predictions to {args.output}", file=sys.stderr)
     else:
-        sys.stdout.write(render(probs, clf.labels, "csv", args.submission, label_sets))
+        sys.stdout.write(render(layout, probs, clf.decide(probs)))
 
 
 def cmd_report(args, overrides) -> None:
@@ -326,7 +386,7 @@ def cmd_serve(args, overrides) -> None:
     limits = load_config(tree=tree, overrides=pairs).serve
     from loraclf.deploy.serve import serve  # torch and PEFT load only once the folder and settings checked out
 
-    serve(args.run_dir, args.host, args.port, limits)
+    serve(args.run_dir, args.host, args.port, limits, long_texts=args.long_texts, window_stride=args.window_stride)
 
 
 def cmd_export(args, overrides) -> None:

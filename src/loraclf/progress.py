@@ -1,7 +1,7 @@
-"""Training progress on stderr: a tqdm bar on a terminal, plain lines everywhere else.
+"""Progress on stderr, of training steps or of texts predicted: a tqdm bar on a terminal, plain lines elsewhere.
 
-A redirected stderr (a log file, a batch job) gets one line per logged step
-instead of a carriage-return update per step. The ETA counts training time
+A redirected stderr (a log file, a batch job) gets one line per logged step (per shard of texts)
+instead of a carriage-return update per step. The training ETA counts training time
 only: the validation passes between steps do not slow the rate it is made from.
 """
 
@@ -20,17 +20,33 @@ def duration(seconds: float) -> str:
 
 
 class Progress:
-    def __init__(self, total: int, initial: int, enabled: bool, log: Callable[[str], None], stream=None):
-        self.total, self.enabled, self.log = total, enabled, log
+    def __init__(self, total: int, initial: int, enabled: bool, log: Callable[[str], None], stream=None,
+                 unit: str = "step"):
+        self.total, self.enabled, self.log, self.unit = total, enabled, log, unit
         self.stream = stream or sys.stderr
         self.bar = None
         if enabled and self.stream.isatty():
-            self.bar = tqdm(total=total, initial=initial, unit="step", dynamic_ncols=True, file=self.stream,
-                            bar_format="{l_bar}{bar}| {n_fmt}/{total_fmt} [{postfix}]")
+            # Steps show the training record's own rate and ETA; texts, tqdm's.
+            form = "{l_bar}{bar}| {n_fmt}/{total_fmt} [{postfix}]" if unit == "step" else None
+            self.bar = tqdm(total=total, initial=initial, unit=unit, dynamic_ncols=True, file=self.stream,
+                            bar_format=form, unit_scale=unit != "step", smoothing=0.1)
 
-    def advance(self) -> None:
+    def advance(self, count: int = 1) -> None:
         if self.bar is not None:
-            self.bar.update(1)
+            self.bar.update(count)
+
+    def done(self, count: int, elapsed_s: float, since: int = 0) -> None:
+        """`count` units of `total` done, `elapsed_s` seconds after `since` of them were (a resumed job's rate
+        counts its own work): the bar moves to it, or one plain line says it with the rate and the ETA."""
+        if not self.enabled:
+            return
+        if self.bar is not None:
+            self.bar.update(count - self.bar.n)
+            return
+        rate = (count - since) / max(elapsed_s, 1e-9)
+        eta = (self.total - count) / max(rate, 1e-9)
+        print(f"{count:,}/{self.total:,} {self.unit}s ({100 * count / max(self.total, 1):.0f}%), "
+              f"{rate:,.0f} {self.unit}s/s, ETA {duration(eta)}", file=self.stream, flush=True)
 
     def record(self, record: dict[str, Any]) -> None:
         """Show a train record of metrics.jsonl: loss, throughput, and the ETA at the training-only rate."""

@@ -91,6 +91,14 @@ class DataConfig:
     label_names: list[str] | None = None
     # Texts are truncated at this many tokens (training, evaluation, prediction, exports).
     max_length: int = 256
+    # Texts longer than max_length tokens, at evaluation and prediction (training always truncates):
+    # truncate (read the first max_length tokens; predict and evaluate say how many texts were cut) or
+    # windows (read all of it as overlapping windows of max_length tokens; a text's logits are the mean of
+    # its windows' logits). Single texts only; `--long-texts` overrides it for evaluate, predict and serve.
+    long_texts: str = "truncate"
+    # windows: tokens shared by consecutive windows (the tokenizer's `stride`), so that a sentence cut at a
+    # window's edge is read whole in one of them; at most half of max_length. null: a quarter of max_length.
+    window_stride: int | None = None
     # Pad each batch to a multiple of this (1 = to the longest item). 8 or 16 keep
     # torch.compile from recompiling for every length; 0 = 16 with compile, else 1.
     pad_to_multiple_of: int = 0
@@ -116,6 +124,7 @@ class DataConfig:
             raise UserError(f"config data.pad_to_multiple_of: must be 0 or positive, got {self.pad_to_multiple_of}")
         if self.max_length < 8:
             raise UserError(f"config data.max_length: must be at least 8, got {self.max_length}")
+        check_long_texts(self.long_texts, self.window_stride, self.max_length, self.text_pair_column)
         if self.length_filter is not None:
             if len(self.length_filter) != 2:
                 raise UserError(
@@ -534,3 +543,20 @@ class Config:
 def _choice(key: str, value: str, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         raise UserError(f"config {key}: expected one of {', '.join(allowed)}; got {value!r}")
+
+
+def check_long_texts(long_texts: str, stride: int, max_length: int, pair_column: str | None = None) -> None:
+    """What data.long_texts and data.window_stride accept (also checked for --long-texts overrides)."""
+    if long_texts not in ("truncate", "windows"):
+        raise UserError(f"config data.long_texts: expected truncate or windows, got {long_texts!r}")
+    if long_texts == "windows" and pair_column is not None:
+        raise UserError("config data.long_texts: windows reads single texts; a text-pair model truncates "
+                        "(longest_first)")
+    if stride is not None and not 0 <= stride <= max_length // 2:
+        raise UserError(f"config data.window_stride: must be between 0 and half of data.max_length ({max_length}), "
+                        f"got {stride}")
+
+
+def window_stride(stride: int | None, max_length: int) -> int:
+    """data.window_stride as tokens: null is a quarter of max_length."""
+    return max_length // 4 if stride is None else stride

@@ -14,7 +14,7 @@ def collate(pad_id: int, multiple: int = 1) -> Callable[[list[tuple[list[int], i
     """Pad each batch to its own longest item, rounded up to a multiple of `multiple`."""
 
     def pad(batch):
-        ids = [torch.tensor(item[0], dtype=torch.long) for item in batch]
+        ids = [torch.from_numpy(np.asarray(item[0], dtype=np.int64)) for item in batch]
         lengths = torch.tensor([len(x) for x in ids])
         input_ids = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=pad_id)
         extra = -input_ids.shape[1] % multiple
@@ -27,7 +27,7 @@ def collate(pad_id: int, multiple: int = 1) -> Callable[[list[tuple[list[int], i
             labels = torch.tensor([item[1] for item in batch], dtype=torch.long)
         padded = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
         if batch[0][2] is not None:
-            types = [torch.tensor(item[2], dtype=torch.long) for item in batch]
+            types = [torch.from_numpy(np.asarray(item[2], dtype=np.int64)) for item in batch]
             types = torch.nn.utils.rnn.pad_sequence(types, batch_first=True, padding_value=0)
             padded["token_type_ids"] = torch.nn.functional.pad(types, (0, input_ids.shape[1] - types.shape[1]))
         return padded
@@ -110,7 +110,7 @@ def loader(data: Encoded, batch_size: int, pad_id: int, shuffle: bool = False, s
     """Batches in input order, or shuffled by `seed` alone (length-grouped if asked)."""
     pad = collate(pad_id, max(1, pad_to_multiple_of))
     if shuffle and group_by_length:
-        lengths = np.array([len(ids) for ids in data.input_ids])
+        lengths = data.lengths
         return Batches(data, length_grouped_batches(lengths, batch_size, seed), pad)
     order = np.random.default_rng(seed).permutation(len(data)) if shuffle else np.arange(len(data))
     return Batches(data, [order[i : i + batch_size].tolist() for i in range(0, len(order), batch_size)], pad)

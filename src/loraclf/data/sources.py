@@ -7,12 +7,12 @@ description). Every bad row fails with the file, row, column and value in one li
 from __future__ import annotations
 
 import csv
-import io
+import itertools
 import json
 import math
 import pickle
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 from loraclf.config.schema import AG_NEWS_LABELS
 from loraclf.data.tables import Schema, Table
@@ -56,69 +56,113 @@ def missing_text(value: Any) -> bool:
 MAX_FIELD_CHARS = 2**20
 
 
-def _csv_rows(path: Path) -> tuple[list[list[str]], list[int]]:
-    text = _read_text(path)
-    rows, lines = [], []
-    reader = csv.reader(io.StringIO(text, newline=""))
+BOM = b"\xef\xbb\xbf"
+
+
+class Lines:
+    """A binary file's lines decoded as UTF-8, one at a time, from a byte offset, counting the bytes and lines
+    handed out: csv.reader pulls lines only as a record needs them, so after each record `offset` is where the
+    next one starts. Bad bytes are one-line errors naming the line."""
+
+    def __init__(self, path: Path, handle, offset: int = 0, line: int = 0):
+        self.path, self.handle, self.offset, self.line = path, handle, offset, line
+        head = handle.read(8192) if offset == 0 else b""
+        nul = head.find(b"\x00")
+        if nul >= 0:  # a binary file says so before its first line fails to parse
+            line = head.count(b"\n", 0, nul) + 1
+            raise UserError(f"{path}: line {line}: NUL byte at offset {nul}; a binary file, not text")
+        handle.seek(offset)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> str:
+        raw = self.handle.readline()
+        if not raw:
+            raise StopIteration
+        at, self.offset = self.offset, self.offset + len(raw)
+        self.line += 1
+        if self.line == 1 and raw.startswith(BOM):
+            raw, at = raw[len(BOM):], at + len(BOM)
+        nul = raw.find(b"\x00")
+        if nul >= 0:
+            raise UserError(f"{self.path}: line {self.line}: NUL byte at offset {at + nul}; a binary file, not text")
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise UserError(f"{self.path}: line {self.line}: not UTF-8 text (bytes "
+                            f"{raw[exc.start:exc.start + 4]!r} at offset {at + exc.start})") from None
+
+
+def csv_records(path: Path, offset: int = 0, line: int = 0) -> Iterator[tuple[list[str], int, int]]:
+    """(fields, its last line, the byte offset after it) for each non-empty CSV record from `offset` on."""
     previous_limit = csv.field_size_limit(MAX_FIELD_CHARS)
     try:
-        for row in reader:
-            if row:
-                rows.append(row)
-                lines.append(reader.line_num)
-    except csv.Error as exc:
-        if "field larger than field limit" in str(exc):
-            raise UserError(f"{path}: line {reader.line_num}: a field of more than {MAX_FIELD_CHARS:,} characters "
-                            "(a quote that never closes?)") from None
-        raise UserError(f"{path}: line {reader.line_num}: not a readable CSV ({exc})") from None
+        with path.open("rb") as handle:
+            lines = Lines(path, handle, offset, line)
+            reader = csv.reader(lines)
+            try:
+                for fields in reader:
+                    if fields:
+                        yield fields, lines.line, lines.offset
+            except csv.Error as exc:
+                if "field larger than field limit" in str(exc):
+                    raise UserError(f"{path}: line {lines.line}: a field of more than {MAX_FIELD_CHARS:,} "
+                                    "characters (a quote that never closes?)") from None
+                raise UserError(f"{path}: line {lines.line}: not a readable CSV ({exc})") from None
     finally:
         csv.field_size_limit(previous_limit)
-    return rows, lines
 
 
 def is_int(value: str) -> bool:
     return value.strip().lstrip("-").isdigit()
 
 
+def agnews_layout(first: list[str], schema: Schema) -> bool:
+    """The original AG News CSV (no header; class, title, description): a header never starts with a number."""
+    return len(first) == 3 and is_int(first[0]) and schema.pair is None and schema.task == "single_label"
+
+
 def _read_csv(path: Path, schema: Schema) -> Table:
-    rows, lines = _csv_rows(path)
-    if not rows:
+    records = csv_records(path)
+    first = next(records, None)
+    if first is None:
         raise UserError(f"{path}: empty file, no rows")
-    # A header never starts with a number; the AG News layout (no header) always does.
-    if len(rows[0]) == 3 and is_int(rows[0][0]) and schema.pair is None and schema.task == "single_label":
-        return _read_agnews_csv(path, rows, lines)
-    header = [h.strip() for h in rows[0]]
-    if schema.text in header:
-        width = len(header)
-        for i, row in enumerate(rows[1:]):
-            if len(row) != width:
-                raise UserError(
-                    f"{path}: row {i + 1} (line {lines[i + 1]}): expected {width} fields like the header, got {len(row)}"
-                )
-        def column(name: str) -> list[str]:
-            at = header.index(name)
-            return [row[at] for row in rows[1:]]
+    if agnews_layout(first[0], schema):
+        return _read_agnews_csv(path, itertools.chain([first], records))
+    header = [h.strip() for h in first[0]]
+    if schema.text not in header:
+        raise UserError(f"{path}: no column {schema.text!r} in the header {header} and not the AG News layout "
+                        "(no header; class, title, description); set --data.text_column")
+    # Only the columns a Table can use are kept: a row's other fields go as it is read.
+    used = {schema.text, schema.pair, schema.label, *(schema.label_columns or ())}
+    columns = {name: [] for name in header if name in used}
+    where = [(name, header.index(name)) for name in columns]
+    lines = []
+    for i, (fields, line, _) in enumerate(records, start=1):
+        if len(fields) != len(header):
+            raise UserError(f"{path}: row {i} (line {line}): expected {len(header)} fields like the header, "
+                            f"got {len(fields)}")
+        for name, at in where:
+            columns[name].append(fields[at])
+        lines.append(line)
+    return _columns_table(str(path), header, columns.__getitem__, schema, lines=lines)
 
-        return _columns_table(str(path), header, column, schema, lines=lines[1:])
-    raise UserError(
-        f"{path}: no column {schema.text!r} in the header {header} and not the AG News layout "
-        "(no header; class, title, description); set --data.text_column"
-    )
 
-
-def _read_agnews_csv(path: Path, rows: list[list[str]], lines: list[int]) -> Table:
-    texts, labels = [], []
-    for i, row in enumerate(rows):
+def _read_agnews_csv(path: Path, records) -> Table:
+    texts, labels, lines = [], [], []
+    for i, (row, line, _) in enumerate(records):
         if len(row) != 3:
             raise UserError(
-                f"{path}: row {i + 1} (line {lines[i]}): expected 3 fields (class, title, description), got {len(row)}"
+                f"{path}: row {i + 1} (line {line}): expected 3 fields (class, title, description), got {len(row)}"
             )
         klass, title, description = row
         if not is_int(klass):
-            raise UserError(f"{path}: row {i + 1} (line {lines[i]}), column class: {klass!r} is not a class number")
+            raise UserError(f"{path}: row {i + 1} (line {line}), column class: {klass!r} is not a class number")
         # Joined as the hub's ag_news builds `text`, backslashes kept: the same text the study trained on.
         texts.append(f"{title} {description}")
         labels.append(int(klass) - 1)
+        lines.append(line)
     return Table(str(path), texts, labels, label_names=list(AG_NEWS_LABELS), lines=lines)
 
 
@@ -140,16 +184,23 @@ def _records_table(source: str, records: list[Any], schema: Schema, lines=None) 
                           lines=lines)
 
 
+def jsonl_records(path: Path, offset: int = 0, line: int = 0) -> Iterator[tuple[Any, int, int]]:
+    """(the value, its line, the byte offset after it) for each non-blank JSON Lines line from `offset` on."""
+    with path.open("rb") as handle:
+        lines = Lines(path, handle, offset, line)
+        for text in lines:
+            if text.strip():
+                try:
+                    yield json.loads(text), lines.line, lines.offset
+                except json.JSONDecodeError as exc:
+                    raise UserError(f"{path}: line {lines.line}: not valid JSON ({exc.msg})") from None
+
+
 def _read_jsonl(path: Path, schema: Schema) -> Table:
     records, lines = [], []
-    for number, line in enumerate(_read_text(path).splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as exc:
-            raise UserError(f"{path}: line {number}: not valid JSON ({exc.msg})") from None
-        lines.append(number)
+    for record, line, _ in jsonl_records(path):
+        records.append(record)
+        lines.append(line)
     return _records_table(str(path), records, schema, lines)
 
 
@@ -258,7 +309,13 @@ def _object_table(source: str, obj: Any, schema: Schema) -> Table:
 
 def read_file(path: str | Path, schema: Schema = Schema(), allow_pickle: bool = False) -> Table:
     """Read a local file into a Table, checking that it exists and that its texts are present."""
-    path = Path(path)
+    table = read_table(path, schema, allow_pickle)
+    check_texts(table, schema)
+    return table
+
+
+def file_format(path: Path) -> str:
+    """The format of an existing, non-empty data file, from its suffix."""
     if not path.exists():
         raise UserError(f"{path}: file not found")
     if path.is_dir():
@@ -266,15 +323,18 @@ def read_file(path: str | Path, schema: Schema = Schema(), allow_pickle: bool = 
     if path.stat().st_size == 0:
         raise UserError(f"{path}: empty file")
     kind = FORMATS.get(path.suffix.lower())
-    if kind == "pickle":
-        table = _read_pickle(path, schema, allow_pickle)
-    elif kind is not None:
-        table = {"csv": _read_csv, "jsonl": _read_jsonl, "json": _read_json, "parquet": _read_parquet}[kind](path,
-                                                                                                            schema)
-    else:
+    if kind is None:
         raise UserError(f"{path}: unknown format {path.suffix!r}; use one of {', '.join(sorted(FORMATS))}")
-    check_texts(table, schema)
-    return table
+    return kind
+
+
+def read_table(path: str | Path, schema: Schema = Schema(), allow_pickle: bool = False) -> Table:
+    """Read a local file into a Table as it is (texts not checked)."""
+    path = Path(path)
+    kind = file_format(path)
+    if kind == "pickle":
+        return _read_pickle(path, schema, allow_pickle)
+    return {"csv": _read_csv, "jsonl": _read_jsonl, "json": _read_json, "parquet": _read_parquet}[kind](path, schema)
 
 
 def check_texts(table: Table, schema: Schema = Schema()) -> None:

@@ -10,7 +10,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from loraclf.config.schema import DataConfig
-from loraclf.data.encoding import Encoded, tokenize
+from loraclf.data.encoding import Encoded, encode
 from loraclf.data.labels import encode_labels, infer_label_names
 from loraclf.data.sources import load_hub, read_file
 from loraclf.data.tables import Schema, Text, pick
@@ -23,15 +23,14 @@ class Labelled:
     labels: np.ndarray  # (n,) class ids, or (n, classes) 0/1 for multi_label
     # Token ids (and the pair encoding's segment ids, where the tokenizer makes them), once tokenized; subsets
     # carry them along.
-    input_ids: list[list[int]] | None = None
-    token_type_ids: list[list[int]] | None = None
+    tokens: Encoded | None = None
 
     def subset(self, index: np.ndarray) -> "Labelled":
-        return Labelled(pick(self.texts, index), self.labels[index], pick(self.input_ids, index),
-                        pick(self.token_type_ids, index))
+        return Labelled(pick(self.texts, index), self.labels[index],
+                        None if self.tokens is None else self.tokens.subset(index))
 
-    def encoded(self) -> "Encoded":
-        return Encoded(self.input_ids, self.labels, self.token_type_ids)
+    def encoded(self) -> Encoded:
+        return Encoded.from_arrays(self.tokens.ids, self.tokens.offsets, self.labels, self.tokens.types)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -122,11 +121,10 @@ def load_splits(cfg: DataConfig, tokenizer, log: Callable[[str], None] = print) 
         test = Labelled(test_table.texts, encode_labels(test_table, label_names, schema))
         sources["test"] = test_table.source
 
-    train.input_ids, train.token_type_ids = tokenize(tokenizer, train.texts, cfg.max_length)
+    train.tokens = encode(tokenizer, train.texts, None, cfg.max_length)
     report = None
     if cfg.length_filter is not None:  # a pair's length is both texts' tokens together
-        lengths = np.array([len(ids) for ids in train.input_ids])
-        train, report = length_filter(train, lengths, cfg.length_filter)
+        train, report = length_filter(train, train.tokens.lengths, cfg.length_filter)
         log(report.describe())
     train, val = split(train, cfg.val_fraction, cfg.split_seed, f"validation part of {train_table.source}")
     return Splits(label_names, train, val, test, report, sources)

@@ -85,7 +85,8 @@ def export(run_dir: str | Path, fmt: str, output: str | Path, int8: bool = False
     _plain_attention(model)
     manifest: dict[str, Any] = {
         "format": "onnx-int8" if int8 else fmt, "label_names": label_names,
-        "max_length": config.data.max_length, "text_column": config.data.text_column,
+        "max_length": config.data.max_length, "long_texts": config.data.long_texts,
+        "window_stride": config.data.window_stride, "text_column": config.data.text_column,
         "label_column": config.data.label_column, "base_model": config.model.name_or_path,
         "pooling": config.model.pooling, "task": config.data.task, "schema": dataclasses.asdict(trained.description.schema),
         "thresholds": trained.description.thresholds,

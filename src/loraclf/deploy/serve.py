@@ -78,8 +78,10 @@ class Parameters(BaseModel):
     function_to_apply: Literal["softmax", "sigmoid", "none"] | None = Field(
         None, description="scores from the logits: default softmax, sigmoid for a multi-label model")
     raw_scores: bool | None = Field(None, description="TEI: the logits themselves (function_to_apply none)")
-    truncate: bool | None = Field(None, description="TEI: texts are always truncated at the model's max_length")
-    truncation: bool | None = Field(None, description="texts are always truncated at the model's max_length")
+    truncate: bool | None = Field(None, description="TEI: accepted; a text longer than the model's max_length is "
+                                                    "truncated or read as windows, as GET /info's long_texts says")
+    truncation: bool | None = Field(None, description="accepted; long texts are handled as GET /info's long_texts "
+                                                      "says")
 
 
 class PredictRequest(BaseModel):
@@ -319,7 +321,8 @@ def build_app(classifier, limits: ServeConfig, batch_size: int = 32):
     async def info() -> dict[str, Any]:
         return {"labels": classifier.labels, "format": about.kind, "base_model": about.info.get("base_model"),
                 "task": about.schema.task, "text_pairs": about.pairs, "thresholds": about.thresholds,
-                "parameters": about.info.get("parameters"), "max_length": about.max_length, "limits": vars(limits)}
+                "parameters": about.info.get("parameters"), "max_length": about.max_length,
+                "long_texts": about.long_texts, "limits": vars(limits)}
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
@@ -339,10 +342,13 @@ def predictions(classifier, logits: np.ndarray) -> list[dict[str, Any]]:
             for i, row in zip(probs.argmax(axis=1), rounded)]
 
 
-def serve(folder: str, host: str, port: int, limits: ServeConfig, log=print) -> None:
+def serve(folder: str, host: str, port: int, limits: ServeConfig, log=print, long_texts: str | None = None,
+          window_stride: int | None = None) -> None:
+    """Serve `folder` (`long_texts`/`window_stride` override the run's data.long_texts/data.window_stride)."""
     import uvicorn
 
-    classifier = Classifier.load(folder, device="cpu")  # a run's training precision; exports: fp32
+    # A run's training precision; exports: fp32.
+    classifier = Classifier.load(folder, device="cpu", long_texts=long_texts, window_stride=window_stride)
     app = build_app(classifier, limits)
     log(f"serving {folder} ({classifier.description.kind}) on http://{host}:{port}")
     uvicorn.run(app, host=host, port=port, log_level="warning")

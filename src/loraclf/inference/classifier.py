@@ -20,15 +20,15 @@ import numpy as np
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
 
-from loraclf.data.encoding import encode
+from loraclf.data.encoding import Encoded, encode
 from loraclf.data.tables import Text
 from loraclf.errors import UserError
-from loraclf.inference import manifest, onnx_runtime
-from loraclf.inference.manifest import Description, describe
+from loraclf.inference import corpus, engines, manifest, onnx_runtime
+from loraclf.inference.manifest import Description, describe, with_long_texts
 from loraclf.metrics.classification import above_thresholds, sigmoid, softmax
 from loraclf.model.adapter import load_adapter
 from loraclf.model.build import build_base, set_task
-from loraclf.model.logits import predict_logits
+from loraclf.model.logits import document_logits, predict_logits
 from loraclf.model.pooling import apply_pooling
 from loraclf.model.runtime import autocast_dtype
 from loraclf.rundir import layout, readers
@@ -60,16 +60,18 @@ class Classifier:
 
     @classmethod
     def load(cls, folder: str | Path, device: str | torch.device | None = None, precision: str = "auto",
-             quantized: bool = True, merge: bool = True) -> Classifier:
+             quantized: bool = True, merge: bool = True, long_texts: str | None = None,
+             window_stride: int | None = None) -> Classifier:
         """Open a run folder (base + adapter, through PEFT) or an export folder (merged, ONNX).
 
         device: default CUDA where available, else CPU. precision: `auto` runs in the
         precision the run trained in (bf16 where the hardware has it natively), `fp32`
         or `bf16` force one; exports run in fp32. A run trained on a quantized base loads
         on that quantized base unless `quantized` is false. `merge` folds the adapter
-        into the weights (the same predictions, fewer matmuls).
+        into the weights (the same predictions, fewer matmuls). `long_texts` (truncate or windows) and
+        `window_stride` override the run's data.long_texts and data.window_stride.
         """
-        description = describe(folder)
+        description = with_long_texts(describe(folder), long_texts, window_stride)
         device = _device(device)
         dtype = _dtype(precision, description.precision, device)
         if description.kind == "run":
@@ -78,7 +80,11 @@ class Classifier:
             model, tokenizer = _load_export(description, device)
         # Truncate where training did, also for tokenizers saved before the run recorded it.
         tokenizer.model_max_length = description.max_length
-        return cls(description, model, tokenizer, device, dtype)
+        classifier = cls(description, model, tokenizer, device, dtype)
+        # What another process (a Ray actor) needs to load the same model the same way.
+        classifier.options = {"precision": precision, "quantized": quantized, "merge": merge,
+                              "long_texts": description.long_texts, "window_stride": description.window_stride}
+        return classifier
 
     @property
     def labels(self) -> list[str]:
@@ -90,14 +96,24 @@ class Classifier:
 
     def logits(self, texts: Inputs, batch_size: int = 32) -> np.ndarray:
         """Raw logits, shape (len(texts), classes), in input order; one text alone (a string, or a pair for a
-        text-pair model) gives shape (classes,)."""
+        text-pair model) gives shape (classes,). A text longer than max_length tokens is truncated, or read as
+        windows whose logits are averaged (`long_texts`)."""
         items = self.check_inputs(texts)
         if not items:
             return np.empty((0, len(self.labels)), dtype=np.float32)
-        encoded = encode(self.tokenizer, items, None, self.description.max_length)
-        logits = predict_logits(self.model, encoded, batch_size, self.tokenizer.pad_token_id, self.device,
-                                self.dtype)
+        logits = self.logits_of(self.tokens(items), batch_size)
         return logits[0] if self._single(texts) else logits
+
+    def tokens(self, items: list[Text]) -> Encoded:
+        """Checked texts (`check_inputs`) as the model reads them; `.cut` counts those longer than max_length."""
+        about = self.description
+        return encode(self.tokenizer, items, None, about.max_length, about.long_texts, about.window_stride)
+
+    def logits_of(self, tokens: Encoded, batch_size: int = 32) -> np.ndarray:
+        """Logits of `tokens` (from `tokens()`), one row per text: its windows' logits averaged."""
+        logits = predict_logits(self.model, tokens, batch_size, self.tokenizer.pad_token_id, self.device,
+                                self.dtype)
+        return document_logits(logits, tokens.documents)
 
     def _single(self, texts: Inputs) -> bool:
         return isinstance(texts, str) or (self.description.pairs and isinstance(texts, tuple))
@@ -125,7 +141,10 @@ class Classifier:
     def predict_proba(self, texts: Inputs, batch_size: int = 32) -> np.ndarray:
         """Class probabilities, shape (len(texts), classes); the numbers `loraclf predict` writes. multi_label:
         one independent probability per class. One text alone gives shape (classes,)."""
-        logits = self.logits(texts, batch_size)
+        return self.proba_of(self.logits(texts, batch_size))
+
+    def proba_of(self, logits: np.ndarray) -> np.ndarray:
+        """Probabilities from logits: softmax, or (multi_label) one sigmoid per class."""
         return sigmoid(logits) if self.multi_label else softmax(logits)
 
     def decide(self, probs: np.ndarray) -> list[str] | list[list[str]]:
@@ -135,6 +154,23 @@ class Classifier:
             chosen = above_thresholds(probs, self.description.thresholds)
             return [[self.labels[c] for c in np.flatnonzero(row)] for row in chosen]
         return [self.labels[i] for i in probs.argmax(axis=1)]
+
+    def predict_file(self, input: str | Path, output: str | Path, *, resume: bool = False, overwrite: bool = False,
+                     id_column: str | None = None, text_column: str | None = None, on_bad_row: str = "error",
+                     shard_rows: int = 10_000, batch_size: int = 32, submission: bool = False,
+                     allow_pickle: bool = False, engine: str = "local", ray_address: str | None = None,
+                     ray_actors: int | None = None, progress: bool = True) -> dict[str, Any]:
+        """`loraclf predict FOLDER --input INPUT --output OUTPUT`: a file of any size (CSV, JSON Lines, Parquet)
+        predicted shard by shard into a CSV, JSON Lines or Parquet file, with the input's id column, progress
+        on stderr and `resume` after an interruption (see inference/corpus.py). `engine` ray predicts the
+        shards on Ray Data actors (inference/ray_engine.py), the same file. Returns the summary."""
+        job = corpus.FileJob(Path(input), Path(output), text_column, id_column, on_bad_row, shard_rows,
+                             batch_size, submission, allow_pickle)
+        planned = corpus.plan(job, self.description, resume, overwrite)
+        predict = engines.local_engine(self, batch_size) if engine == "local" else \
+            engines.engine(engine, batch_size, Classifier.load, self.description.path, self.options, ray_address,
+                           ray_actors)
+        return corpus.run(planned, predict, progress)
 
     def predict(self, texts: Inputs, batch_size: int = 32) -> Any:
         """The most probable class name of each text (multi_label: the list of its classes); for one text alone

@@ -25,11 +25,14 @@ def evaluate_files(run_dir: str | Path, files: list[str], output: str | None = N
 def evaluate(about: Description, inputs: list[LabelledFile], output: str | None = None, batch_size: int = 32,
              precision: str = "auto", quantized: bool = True) -> list[dict[str, Any]]:
     """Metrics of the folder `about` describes on files already read and checked (inputs.labelled_files)."""
-    clf = Classifier.load(about.path, precision=precision, quantized=quantized)
+    clf = Classifier.load(about.path, precision=precision, quantized=quantized, long_texts=about.long_texts,
+                          window_stride=about.window_stride)
     results = []
     for item in inputs:
-        result = metrics(item.labels, clf.logits(item.table.texts, batch_size), clf.labels, about.thresholds)
-        result |= {"data": item.name, "run": str(about.path)}
+        tokens = clf.tokens(item.table.texts)
+        result = metrics(item.labels, clf.logits_of(tokens, batch_size), clf.labels, about.thresholds)
+        result |= {"data": item.name, "run": str(about.path), "long_texts": about.long_texts,
+                   "texts_cut": tokens.cut}
         path = Path(output) if output else layout.eval_file(about.path, item.name)
         atomic.write_json(path, result)
         plot_confusion(result["confusion_matrix"], clf.labels, path.with_suffix(".png"), Path(item.name).name)

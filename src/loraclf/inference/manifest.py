@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from loraclf.config.schema import check_long_texts
 from loraclf.data.tables import Schema
 from loraclf.errors import UserError
 from loraclf.rundir import layout, readers
@@ -27,6 +29,8 @@ class Description:
     precision: str  # the run's train.precision; exports run in fp32
     info: dict[str, Any] = field(default_factory=dict)  # base model, method, quantization, parameter counts
     thresholds: list[float] | None = None  # multi_label: each class's decision threshold (None: 0.5 each)
+    long_texts: str = "truncate"  # data.long_texts: what is done with texts longer than max_length
+    window_stride: int | None = None  # data.window_stride: tokens consecutive windows share (None: max_length/4)
 
     @property
     def multi_label(self) -> bool:
@@ -45,14 +49,14 @@ def describe(folder: str | Path) -> Description:
         schema = Schema(**{k: tuple(v) if isinstance(v, list) else v for k, v in m["schema"].items()}) \
             if "schema" in m else Schema(m["text_column"], m.get("label_column", "label"))
         return Description(path, m["format"], m["label_names"], m["max_length"], schema, "fp32", m,
-                           m.get("thresholds"))
+                           m.get("thresholds"), m.get("long_texts", "truncate"), m.get("window_stride"))
     _, config, labels = readers.read_run_config(path)
     budget = path / layout.BUDGET
     return Description(path, "run", labels, config.data.max_length, Schema.of(config.data), config.train.precision,
                        {"base_model": config.model.name_or_path, "method": config.lora.method,
                         "quantization": config.quantization.bits or None,
                         "parameters": json.loads(budget.read_text(encoding="utf-8")) if budget.is_file() else None},
-                       readers.read_thresholds(path))
+                       readers.read_thresholds(path), config.data.long_texts, config.data.window_stride)
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:
@@ -60,3 +64,11 @@ def read_manifest(folder: Path) -> dict[str, Any]:
         return json.loads((folder / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise UserError(f"export folder {folder}: unreadable {MANIFEST} ({exc})") from None
+
+
+def with_long_texts(about: Description, long_texts: str | None, window_stride: int | None) -> Description:
+    """`about` with data.long_texts / data.window_stride overridden where given (checked as the config is)."""
+    long_texts = about.long_texts if long_texts is None else long_texts
+    window_stride = window_stride if window_stride is not None else about.window_stride
+    check_long_texts(long_texts, window_stride, about.max_length, about.schema.pair)
+    return dataclasses.replace(about, long_texts=long_texts, window_stride=window_stride)

@@ -7,7 +7,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from loraclf.errors import UserError
 
@@ -47,17 +47,17 @@ def follow_umask(folder: Path) -> None:
         os.chmod(path, (0o777 if path.is_dir() else 0o666) & ~mask)
 
 
-def write_text(path: Path, text: str) -> None:
-    """Write through a temporary file and rename, so a reader never sees half a file."""
+def write_file(path: Path, fill: Callable[[str], None]) -> None:
+    """Write `path` through `fill(tmp)`, which writes a temporary file beside it, then rename: a reader never sees
+    half a file, and an interruption leaves the old file (or none) in place."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_file(path)
     except OSError as exc:
         raise UserError(f"output {path}: cannot write there ({exc.strerror or exc})") from None
     try:
-        with open(tmp, "w", encoding="utf-8", newline="") as handle:
-            handle.write(text)
-            handle.flush()
+        fill(tmp)
+        with open(tmp, "rb+") as handle:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException as exc:
@@ -65,6 +65,14 @@ def write_text(path: Path, text: str) -> None:
         if isinstance(exc, OSError):
             raise UserError(f"output {path}: cannot write ({exc.strerror or exc})") from None
         raise
+
+
+def write_text(path: Path, text: str) -> None:
+    def fill(tmp: str) -> None:
+        with open(tmp, "w", encoding="utf-8", newline="") as handle:
+            handle.write(text)
+
+    write_file(path, fill)
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -167,8 +167,8 @@ def run_round(run: RunContext, data: TrainData, trainable: Trainable, target: Ta
         if target.labels is not None:
             record["pseudo_accuracy"] = float((extra_labels == target.labels[kept]).mean()) if len(kept) else None
     record["kept"] = int(len(kept))
-    items = Encoded(data.train_set.input_ids + [target.encoded.input_ids[i] for i in kept],
-                    np.concatenate([data.train_set.labels, extra_labels]))
+    items = Encoded.concat([data.train_set, target.encoded.subset(kept)],
+                           np.concatenate([data.train_set.labels, extra_labels]))
     started = time.perf_counter()
     record["train_loss"], record["step"] = train_round(run, data, trainable, items, cfg.lr or tc.lr, cfg.epochs,
                                                        tc.seed + 1000 * (index + 1), loss_fn)

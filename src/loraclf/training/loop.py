@@ -107,7 +107,7 @@ def fit(run: RunContext, trainable: Trainable, plan: EpochPlan, state: TrainStat
                 loss, finite = train_step(run, trainable, batches, indices, state.step + 1, plan.loss_fn)
                 state.step, state.epoch, state.batch = state.step + 1, epoch, index + 1
                 state.seen += len(indices)
-                state.tokens += sum(len(plan.items.input_ids[i]) for i in indices)
+                state.tokens += int(plan.items.lengths[indices].sum())
                 first_bad = torch.where((first_bad < 0) & ~finite, state.step, first_bad)
                 window_loss += loss / procs.world
                 summed_loss += loss
@@ -195,7 +195,7 @@ def micro_batch_loss(run: RunContext, trainable: Trainable, batches: Batches, pa
     """The loss of the items `part` as their share of the global batch's mean (see train_step), run as chunks."""
     chunks = [part]
     if run.config.train.length_chunks:
-        lengths = [len(batches.data.input_ids[i]) for i in part]
+        lengths = batches.data.lengths[part].tolist()
         cost = run.config.train.chunk_cost or CHUNK_COST.get(run.device.type, CHUNK_COST["cuda"])
         chunks = [[part[j] for j in chunk] for chunk in length_chunks(lengths, cost)]
     loss, logits, labels = 0.0, [], []

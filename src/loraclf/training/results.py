@@ -7,9 +7,10 @@ from typing import Any
 
 import torch
 
-from loraclf.data.encoding import encode
+from loraclf.data.encoding import cut_note, encode
 from loraclf.metrics.classification import confident_mistakes, metrics, tune_thresholds
 from loraclf.metrics.plots import plot_confusion
+from loraclf.model.logits import document_logits
 from loraclf.model.runtime import peak_memory_mb
 from loraclf.rundir import atomic, card, layout, readers, report
 from loraclf.training import calibration, checkpoint
@@ -93,14 +94,17 @@ def evaluate_test(run: RunContext, data: TrainData, trainable: Trainable, best_s
     """The best model (not the last) on the test split; writes test_metrics.json and its confusion matrix.
     With `calibrated` (a calibration record), adds the test split's ECE before and after to it."""
     checkpoint.load_trainable(trainable.model, best_state)
-    test_set = encode(data.tokenizer, data.splits.test.texts, None, run.config.data.max_length)
+    dc = run.config.data
+    test_set = encode(data.tokenizer, data.splits.test.texts, None, dc.max_length, dc.long_texts, dc.window_stride)
     label_names = data.splits.label_names
     started = time.perf_counter()
     trainable.model.eval()
-    logits = predict_shared(trainable.model, test_set, run.config.train.eval_batch_size, data.pad_id, run.device, run.dtype, run.procs)
+    logits = document_logits(predict_shared(trainable.model, test_set, run.config.train.eval_batch_size, data.pad_id,
+                                            run.device, run.dtype, run.procs), test_set.documents)
     seconds = time.perf_counter() - started
     result = metrics(data.splits.test.labels, logits, label_names, thresholds)
-    result["texts_per_s"] = round(len(test_set) / seconds, 2)
+    result["texts_per_s"] = round(test_set.count / seconds, 2)
+    result["texts_cut"] = test_set.cut
     if calibrated is not None:  # the model's logits are already divided by T: before is logits * T
         t = calibrated["temperature"]
         calibrated["test"] = calibration.measured(data.splits.test.labels, logits * t, t)
@@ -109,7 +113,8 @@ def evaluate_test(run: RunContext, data: TrainData, trainable: Trainable, best_s
     if run.procs.main:
         atomic.write_json(run.out / layout.TEST_METRICS, result)
         plot_confusion(result["confusion_matrix"], label_names, run.out / layout.TEST_CONFUSION, "test")
-    run.log(f"test: accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} on {result['count']:,} items")
+    run.log(f"test: accuracy {result['accuracy']:.4f}, macro-F1 {result['macro_f1']:.4f} on {result['count']:,} items"
+            + cut_note(test_set.cut, test_set.count, dc.max_length, dc.long_texts))
     kept = ("accuracy", "macro_f1", "micro_f1", "samples_f1", "hamming_loss", "loss", "ece", "count",
             "texts_per_s")
     return {k: result[k] for k in kept if k in result}
