@@ -60,7 +60,9 @@ def corpus(work: Path, rows: int) -> Path:
     return path
 
 
-def tiny_run(work: Path) -> Path:
+def tiny_run(work: Path, src: Path | None) -> Path:
+    """A tiny random RoBERTa trained one epoch, by `src`'s loraclf when given (an older loraclf cannot read the
+    config keys a newer one writes; a newer one reads an older run)."""
     sys.path.insert(0, str(ROOT / "tests"))
     from conftest import ROBERTA, tiny_roberta_config
 
@@ -70,8 +72,9 @@ def tiny_run(work: Path) -> Path:
     for name in ("vocab.json", "merges.txt"):
         shutil.copy(ROBERTA / name, model / name)
     out = work / "tiny-run"
-    run(["train", "--config", "configs/quickstart.yaml", "--model.name_or_path", str(model), "--model.init", "random",
-         "--train.epochs", "1", "--output-dir", str(out), "--overwrite"])
+    run(["train", "--config", str((src.parent if src else ROOT) / "configs" / "quickstart.yaml"),
+         "--model.name_or_path", str(model), "--model.init", "random", "--train.epochs", "1", "--output-dir", str(out),
+         "--overwrite"], src)
     return out
 
 
@@ -96,9 +99,12 @@ def sizes_table(args, run_dir: Path, work: Path) -> dict[int, tuple[Path, float]
 def first_rows_alone(run_dir: Path, work: Path, whole: Path, rows: int = 2000) -> None:
     out = work / f"first-{rows}.csv"
     run(["predict", str(run_dir), "--input", str(corpus(work, rows)), "--output", str(out), "--overwrite"])
-    head = whole.open(encoding="utf-8").readlines()[: rows + 1]
-    print(f"first {rows:,} rows of the {whole.name} output equal predicting them alone: "
-          f"{head == out.open(encoding='utf-8').readlines()}")
+    with whole.open(encoding="utf-8", newline="") as handle:
+        ids = [row["id"] for row in csv.DictReader(handle)]
+    with whole.open(encoding="utf-8") as handle:
+        head = [line for _, line in zip(range(rows + 1), handle)]
+    print(f"{whole.name}: {len(ids):,} rows, ids in input order: {ids == [f'doc-{i}' for i in range(len(ids))]}; "
+          f"its first {rows:,} rows equal predicting them alone: {head == out.open(encoding='utf-8').readlines()}")
 
 
 def resume(run_dir: Path, work: Path, n: int, whole: Path, full_seconds: float, at: float = 0.4) -> None:
@@ -153,7 +159,7 @@ def main() -> None:
     args.sizes = [int(x) for x in args.sizes.split(",")]
     skip = set(args.skip.split(","))
     args.work.mkdir(parents=True, exist_ok=True)
-    run_dir = Path(args.run) if args.run else tiny_run(args.work)
+    run_dir = Path(args.run) if args.run else tiny_run(args.work, args.before_src)
     outputs = sizes_table(args, run_dir, args.work)
     largest = max(args.sizes)
     first_rows_alone(run_dir, args.work, outputs[largest][0])

@@ -19,6 +19,7 @@ import numpy as np
 import yaml
 
 from loraclf.config.loading import load_config
+from loraclf.config.schema import window_stride
 from loraclf.data.splits import load_splits
 from loraclf.inference.classifier import Classifier
 from loraclf.metrics.classification import softmax
@@ -69,8 +70,9 @@ def main() -> None:
     if splits.test is None:
         sys.exit("the run has no held-out test split to build documents from")
     texts, labels = splits.test.texts, splits.test.labels
-    print(f"{args.run}: max_length {config.data.max_length}, window stride {classifier.description.window_stride} "
-          f"(null: a quarter of max_length); {args.docs} documents of each kind from {len(texts)} test stories")
+    stride = window_stride(classifier.description.window_stride, config.data.max_length)
+    print(f"{args.run}: max_length {config.data.max_length}, windows sharing {stride} tokens; {args.docs} documents "
+          f"of each kind from {len(texts)} test stories")
     rows = {}
     for kind in ("digest", "lead-off"):
         docs, doc_labels = documents(texts, labels, args.docs, kind, np.random.default_rng(args.seed))

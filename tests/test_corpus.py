@@ -127,3 +127,13 @@ def test_ray_engine_writes_the_local_engines_file(classifier, corpus_files, tmp_
         ray.shutdown()
     assert summary["rows"] == 35
     assert (tmp_path / "ray.csv").read_bytes() == (tmp_path / "local.csv").read_bytes()
+
+
+def test_evaluate_says_how_many_texts_were_cut_and_takes_long_texts_from_the_command_line(trained, tmp_path):
+    out = tmp_path / "eval.json"
+    code, _, err = cli("evaluate", trained["run"], "--data", trained["test"], "--output", out, "--long-texts",
+                       "windows", "--window-stride", "16")
+    assert code == 0, err
+    result = json.loads(out.read_text())
+    assert result["long_texts"] == "windows" and result["texts_cut"] > 0
+    assert f"{result['texts_cut']} of 24 texts were longer than 64 tokens and were read as windows" in err

@@ -295,14 +295,20 @@ def _predict_file(args, about) -> None:
     job = corpus.FileJob(Path(args.input), Path(args.output) if args.output else None, args.text_column,
                          args.id_column, args.on_bad_row, args.shard_rows, args.batch_size, args.submission,
                          args.allow_pickle)
-    planned = corpus.plan(job, about, args.resume, args.overwrite)
-    options = {"precision": args.precision, "quantized": not args.unquantized, "long_texts": about.long_texts,
-               "window_stride": about.window_stride}
+    options = {"precision": args.precision, "quantized": not args.unquantized, "merge": True,
+               "long_texts": about.long_texts, "window_stride": about.window_stride}
+    planned = corpus.plan(job, about, options, args.resume, args.overwrite)
 
     from loraclf.inference.classifier import Classifier  # torch and PEFT load only once the input checked out
 
-    summary = corpus.run(planned, engines.engine(args.engine, args.batch_size, Classifier.load, about.path, options,
-                                                 args.ray_address, args.ray_actors))
+    try:
+        summary = corpus.run(planned, engines.engine(args.engine, args.batch_size, Classifier.load, about.path,
+                                                     options, args.ray_address, args.ray_actors))
+    except KeyboardInterrupt:
+        if planned.partial is not None:
+            print(f"loraclf: the finished shards are kept in {planned.partial}; the same command with --resume "
+                  "continues", file=sys.stderr)
+        raise
     bad = f"; {summary['bad_rows']:,} bad rows answered with an error" if summary["bad_rows"] else ""
     resumed = f" (resumed at row {summary['resumed_from_row']:,})" if summary["resumed_from_row"] else ""
     print(f"wrote {summary['rows']:,} predictions to {summary['output']}{resumed}{bad}; {summary['texts_per_s']:,} "

@@ -166,7 +166,7 @@ class Classifier:
         shards on Ray Data actors (inference/ray_engine.py), the same file. Returns the summary."""
         job = corpus.FileJob(Path(input), Path(output), text_column, id_column, on_bad_row, shard_rows,
                              batch_size, submission, allow_pickle)
-        planned = corpus.plan(job, self.description, resume, overwrite)
+        planned = corpus.plan(job, self.description, self.options, resume, overwrite)
         predict = engines.local_engine(self, batch_size) if engine == "local" else \
             engines.engine(engine, batch_size, Classifier.load, self.description.path, self.options, ray_address,
                            ray_actors)

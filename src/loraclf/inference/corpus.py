@@ -47,12 +47,16 @@ class FileJob:
     submission: bool = False
     allow_pickle: bool = False
 
-    def settings(self, about: Description) -> dict[str, Any]:
+    def settings(self, about: Description, model_options: dict[str, Any]) -> dict[str, Any]:
+        """Everything that shapes the output's bytes: the input as it was, the model and how it runs, the
+        options (the batch size too: it groups the texts, and the sixth decimal can follow the grouping)."""
         stat = self.input.stat()
         return {"input": str(self.input.resolve()), "input_bytes": stat.st_size, "input_mtime_ns": stat.st_mtime_ns,
                 "model": str(Path(about.path).resolve()), "long_texts": about.long_texts,
                 "window_stride": about.window_stride, "text_column": self.text_column, "id_column": self.id_column,
-                "on_bad_row": self.on_bad_row, "shard_rows": self.shard_rows, "submission": self.submission}
+                "on_bad_row": self.on_bad_row, "shard_rows": self.shard_rows, "batch_size": self.batch_size,
+                "submission": self.submission} | {k: v for k, v in model_options.items() if k not in {
+                    "long_texts", "window_stride"}}
 
 
 def open_job(job: FileJob, about: Description) -> tuple[Corpus, Layout]:
@@ -74,11 +78,13 @@ def partial_folder(output: Path) -> Path:
     return output.with_name(output.name + ".partial")
 
 
-def start(job: FileJob, about: Description, resume: bool, overwrite: bool) -> tuple[Path, int, dict[str, Any]]:
+def start(job: FileJob, settings: dict[str, Any], resume: bool, overwrite: bool) -> tuple[Path, int, dict[str, Any]]:
     """The .partial folder, how many shards are already done in it, and the job's record (rows counted)."""
-    partial, settings = partial_folder(job.output), job.settings(about)
+    partial = partial_folder(job.output)
+    if partial.is_dir() and not (partial / JOB).is_file():  # stopped before its first record: nothing done
+        shutil.rmtree(partial)
     if resume and partial.is_dir():
-        recorded = json.loads((partial / JOB).read_text(encoding="utf-8")) if (partial / JOB).is_file() else {}
+        recorded = json.loads((partial / JOB).read_text(encoding="utf-8"))
         changed = [k for k in settings if recorded.get(k) != settings[k]]
         if changed:
             raise UserError(f"--resume: {partial} was started with another {changed[0]} "
@@ -87,7 +93,10 @@ def start(job: FileJob, about: Description, resume: bool, overwrite: bool) -> tu
     if partial.is_dir() and not overwrite:
         raise UserError(f"output {job.output}: {partial} holds an interrupted prediction "
                         f"({len(done_shards(partial))} shards done); --resume continues it, --overwrite starts over")
-    if job.output.exists() and not (overwrite or resume):
+    if job.output.exists() and resume and not overwrite:
+        raise UserError(f"output {job.output}: already complete (no {partial.name} to resume); --overwrite "
+                        "predicts it again")
+    if job.output.exists() and not overwrite:
         raise UserError(f"output {job.output}: exists; --overwrite replaces it")
     shutil.rmtree(partial, ignore_errors=True)
     return partial, 0, settings
@@ -120,14 +129,16 @@ class Plan:
     marks: list[Mark]  # where each shard starts in the input
 
 
-def plan(job: FileJob, about: Description, resume: bool = False, overwrite: bool = False) -> Plan:
+def plan(job: FileJob, about: Description, model_options: dict[str, Any], resume: bool = False,
+         overwrite: bool = False) -> Plan:
     """Everything checked and counted before a model loads: the files, the options, every row (--on-bad-row
-    error stops here, with nothing written), and what a resumed job has already done."""
+    error stops here, with nothing written), and what a resumed job has already done. `model_options` are
+    Classifier.load's (precision, quantized...): a resumed job must run the model as the first did."""
     corpus, layout = open_job(job, about)
     if job.output is None:
         found = scan(corpus, job)
         return Plan(job, about, corpus, layout, None, 0, found.rows, found.marks)
-    partial, skip, record = start(job, about, resume, overwrite)
+    partial, skip, record = start(job, job.settings(about, model_options), resume, overwrite)
     if "rows" not in record:
         found = scan(corpus, job)
         record |= {"rows": found.rows, "marks": [dataclasses.astuple(m) for m in found.marks]}
