@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from loraclf.errors import UserError
 from loraclf.inference.classifier import Classifier
 
 from conftest import ROOT, assert_user_error, cli
@@ -63,7 +64,8 @@ def test_a_file_in_shards_is_the_classifier_on_the_whole_list_in_every_format(cl
     assert not list(tmp_path.glob("*.partial"))
 
 
-def test_killed_prediction_resumes_to_the_same_bytes_and_nothing_is_replaced_unasked(trained, corpus_files, tmp_path):
+def test_killed_prediction_resumes_to_the_same_bytes_and_nothing_is_replaced_unasked(trained, classifier,
+                                                                                     corpus_files, tmp_path):
     source, whole, out = corpus_files["folder"] / "in.csv", tmp_path / "whole.csv", tmp_path / "p.csv"
     options = ["--shard-rows", "6", "--batch-size", "4"]
     code, _, err = cli("predict", trained["run"], "--input", source, "--output", whole, *options)
@@ -73,16 +75,18 @@ def test_killed_prediction_resumes_to_the_same_bytes_and_nothing_is_replaced_una
     assert killed.returncode == -9 and not out.exists()
     partial = out.with_name("p.csv.partial")
     assert sorted(p.name for p in partial.glob("*.part")) == ["000000.part", "000001.part", "000002.part"]
-    code, _, err = cli("predict", trained["run"], "--input", source, "--output", out, *options)
-    assert_user_error(code, err, "p.csv.partial", "3 shards done", "--resume")
-    code, _, err = cli("predict", trained["run"], "--input", source, "--output", out, *options, "--shard-rows", "7",
-                       "--resume")
-    assert_user_error(code, err, "--resume", "shard_rows")
+    # The refusals come before any model work, so the API (in this process) checks them quickly.
+    with pytest.raises(UserError, match=r"p\.csv\.partial holds .*3 shards done.*--resume"):
+        classifier.predict_file(source, out, shard_rows=6, batch_size=4)
+    with pytest.raises(UserError, match="--resume: .* another shard_rows"):
+        classifier.predict_file(source, out, shard_rows=7, batch_size=4, resume=True)
     code, _, err = cli("predict", trained["run"], "--input", source, "--output", out, *options, "--resume")
     assert code == 0 and "resumed at row 18" in err, err
     assert out.read_bytes() == whole.read_bytes() and not partial.exists()
-    code, _, err = cli("predict", trained["run"], "--input", source, "--output", out, *options)
-    assert_user_error(code, err, "exists", "--overwrite")
+    with pytest.raises(UserError, match="exists; --overwrite replaces it"):
+        classifier.predict_file(source, out, shard_rows=6, batch_size=4)
+    with pytest.raises(UserError, match="already complete"):
+        classifier.predict_file(source, out, shard_rows=6, batch_size=4, resume=True)
 
 
 def test_a_bad_row_stops_the_file_before_anything_is_written_or_is_answered_with_an_error(trained, corpus_files,
