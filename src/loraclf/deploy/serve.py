@@ -255,8 +255,9 @@ class BodyLimit:
 
 def build_app(classifier, limits: ServeConfig, batch_size: int = 32):
     """The FastAPI app for a loaded `loraclf.Classifier`."""
-    batcher = MicroBatcher(lambda texts: classifier.logits(texts, batch_size), limits.max_batch,
-                           limits.max_wait_ms / 1000)
+    # Requests' items are checked once (request_items), so the pooled call goes straight to the tokens.
+    batcher = MicroBatcher(lambda items: classifier.logits_of(classifier.tokens(items), batch_size),
+                           limits.max_batch, limits.max_wait_ms / 1000)
     stats = {"started": time.time(), "requests": 0, "rejected": 0}
 
     def count_rejected() -> None:

@@ -6,14 +6,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from sklearn.metrics import (
-    accuracy_score,
-    confusion_matrix,
-    f1_score,
-    hamming_loss,
-    multilabel_confusion_matrix,
-    precision_recall_fscore_support,
-)
+
+# scikit-learn is imported where a score is computed, not here: the classifier imports this module for
+# softmax and thresholds, and scikit-learn's import (1.4 s on a 2-core CPU) would delay every
+# `loraclf predict` and `serve` start-up that computes no score.
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -31,16 +27,18 @@ def metrics(labels: np.ndarray, logits: np.ndarray, label_names: list[str],
 
     Labels of shape (n, classes) are multi_label: see `multi_label_metrics` (`thresholds` applies to them).
     """
+    from sklearn import metrics as skm
+
     if labels.ndim > 1:
         return multi_label_metrics(labels, logits, label_names, thresholds)
     preds = logits.argmax(axis=1)
     ids = list(range(len(label_names)))
-    precision, recall, f1, support = precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
     loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits).float(), torch.from_numpy(labels)).item()
     return {
-        "accuracy": float(accuracy_score(labels, preds)),
-        "macro_f1": float(f1_score(labels, preds, labels=ids, average="macro", zero_division=0)),
-        "micro_f1": float(f1_score(labels, preds, labels=ids, average="micro", zero_division=0)),
+        "accuracy": float(skm.accuracy_score(labels, preds)),
+        "macro_f1": float(skm.f1_score(labels, preds, labels=ids, average="macro", zero_division=0)),
+        "micro_f1": float(skm.f1_score(labels, preds, labels=ids, average="micro", zero_division=0)),
         "loss": loss,
         "ece": expected_calibration_error(labels, softmax(logits)),
         "count": int(len(labels)),
@@ -54,7 +52,7 @@ def metrics(labels: np.ndarray, logits: np.ndarray, label_names: list[str],
             for i, name in enumerate(label_names)
         },
         "labels": list(label_names),
-        "confusion_matrix": confusion_matrix(labels, preds, labels=ids).tolist(),
+        "confusion_matrix": skm.confusion_matrix(labels, preds, labels=ids).tolist(),
     }
 
 
@@ -103,18 +101,20 @@ def multi_label_metrics(labels: np.ndarray, logits: np.ndarray, label_names: lis
     """Subset accuracy (`accuracy`), micro-, macro- and samples-F1, Hamming loss, the mean binary cross-entropy
     (`loss`), per-class scores and one 2x2 confusion matrix per class ([[TN, FP], [FN, TP]], scikit-learn's
     layout). A text with no true and no predicted class counts as right in samples-F1."""
+    from sklearn import metrics as skm
+
     truth = labels.astype(np.int64)
     preds = above_thresholds(sigmoid(logits), thresholds)
-    precision, recall, f1, support = precision_recall_fscore_support(truth, preds, zero_division=0)
+    precision, recall, f1, support = skm.precision_recall_fscore_support(truth, preds, zero_division=0)
     loss = torch.nn.functional.binary_cross_entropy_with_logits(torch.from_numpy(logits).float(),
                                                                 torch.from_numpy(labels).float()).item()
     used = [0.5] * len(label_names) if thresholds is None else [float(t) for t in thresholds]
     return {
-        "accuracy": float(accuracy_score(truth, preds)),
-        "micro_f1": float(f1_score(truth, preds, average="micro", zero_division=0)),
-        "macro_f1": float(f1_score(truth, preds, average="macro", zero_division=0)),
-        "samples_f1": float(f1_score(truth, preds, average="samples", zero_division=1)),
-        "hamming_loss": float(hamming_loss(truth, preds)),
+        "accuracy": float(skm.accuracy_score(truth, preds)),
+        "micro_f1": float(skm.f1_score(truth, preds, average="micro", zero_division=0)),
+        "macro_f1": float(skm.f1_score(truth, preds, average="macro", zero_division=0)),
+        "samples_f1": float(skm.f1_score(truth, preds, average="samples", zero_division=1)),
+        "hamming_loss": float(skm.hamming_loss(truth, preds)),
         "loss": loss,
         "count": int(len(labels)),
         "per_class": {
@@ -124,7 +124,7 @@ def multi_label_metrics(labels: np.ndarray, logits: np.ndarray, label_names: lis
         },
         "labels": list(label_names),
         "thresholds": used,
-        "confusion_matrix": multilabel_confusion_matrix(truth, preds).tolist(),
+        "confusion_matrix": skm.multilabel_confusion_matrix(truth, preds).tolist(),
     }
 
 
@@ -134,11 +134,13 @@ THRESHOLD_GRID = np.round(np.arange(0.05, 0.951, 0.05), 2)
 
 def tune_thresholds(labels: np.ndarray, logits: np.ndarray) -> list[float]:
     """Per class, the grid threshold with the best F1 on these (validation) items; ties go to the one nearest 0.5."""
+    from sklearn import metrics as skm
+
     probs = sigmoid(logits)
     by_nearness = THRESHOLD_GRID[np.argsort(np.abs(THRESHOLD_GRID - 0.5), kind="stable")]
     chosen = []
     for c in range(labels.shape[1]):
-        scores = [f1_score(labels[:, c].astype(np.int64), (probs[:, c] >= t).astype(np.int64), zero_division=0)
+        scores = [skm.f1_score(labels[:, c].astype(np.int64), (probs[:, c] >= t).astype(np.int64), zero_division=0)
                   for t in by_nearness]
         chosen.append(float(by_nearness[int(np.argmax(scores))]))
     return chosen
