@@ -289,14 +289,14 @@ def _predict_file(args, about) -> None:
     import importlib.util
 
     from loraclf.inference import corpus, engines
+    from loraclf.inference.manifest import load_options
 
     if args.engine == "ray" and importlib.util.find_spec("ray") is None:
         raise UserError("predict --engine ray: needs ray (pip install 'loraclf[ray]')")
     job = corpus.FileJob(Path(args.input), Path(args.output) if args.output else None, args.text_column,
                          args.id_column, args.on_bad_row, args.shard_rows, args.batch_size, args.submission,
                          args.allow_pickle)
-    options = {"precision": args.precision, "quantized": not args.unquantized, "merge": True,
-               "long_texts": about.long_texts, "window_stride": about.window_stride}
+    options = load_options(about, args.precision, not args.unquantized)
     planned = corpus.plan(job, about, options, args.resume, args.overwrite)
 
     from loraclf.inference.classifier import Classifier  # torch and PEFT load only once the input checked out

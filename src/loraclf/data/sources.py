@@ -149,6 +149,11 @@ def _read_csv(path: Path, schema: Schema) -> Table:
     return _columns_table(str(path), header, columns.__getitem__, schema, lines=lines)
 
 
+def agnews_text(title: str, description: str) -> str:
+    """Joined as the hub's ag_news builds `text`, backslashes kept: the same text the study trained on."""
+    return f"{title} {description}"
+
+
 def _read_agnews_csv(path: Path, records) -> Table:
     texts, labels, lines = [], [], []
     for i, (row, line, _) in enumerate(records):
@@ -159,8 +164,7 @@ def _read_agnews_csv(path: Path, records) -> Table:
         klass, title, description = row
         if not is_int(klass):
             raise UserError(f"{path}: row {i + 1} (line {line}), column class: {klass!r} is not a class number")
-        # Joined as the hub's ag_news builds `text`, backslashes kept: the same text the study trained on.
-        texts.append(f"{title} {description}")
+        texts.append(agnews_text(title, description))
         labels.append(int(klass) - 1)
         lines.append(line)
     return Table(str(path), texts, labels, label_names=list(AG_NEWS_LABELS), lines=lines)
@@ -251,12 +255,17 @@ def _parquet_label_names(metadata: dict, label_column: str) -> list[str] | None:
     return _hf_label_names(features, label_column)
 
 
-def _columns_table(source: str, columns: list[str], get: Callable[[str], list[Any]], schema: Schema,
-                   label_names: list[str] | None = None, lines: list[int] | None = None) -> Table:
-    """The schema's columns out of a source read column by column (`get(name)` lists a column)."""
+def check_text_columns(source: str, columns: list[str], schema: Schema) -> None:
+    """The text column (and the pair's second) must be among a source's `columns`."""
     for column, key in ((schema.text, "text_column"), (schema.pair, "text_pair_column")):
         if column is not None and column not in columns:
             raise UserError(f"{source}: missing column {column!r} (has {list(columns)}); set --data.{key}")
+
+
+def _columns_table(source: str, columns: list[str], get: Callable[[str], list[Any]], schema: Schema,
+                   label_names: list[str] | None = None, lines: list[int] | None = None) -> Table:
+    """The schema's columns out of a source read column by column (`get(name)` lists a column)."""
+    check_text_columns(source, columns, schema)
     texts = get(schema.text)
     if schema.pair is not None:
         texts = list(zip(texts, get(schema.pair)))
@@ -342,10 +351,18 @@ def check_texts(table: Table, schema: Schema = Schema()) -> None:
         raise UserError(f"{table.source}: no rows")
     for i, text in enumerate(table.texts):
         for column, part in zip((schema.text, schema.pair), text if isinstance(text, tuple) else (text,)):
-            if missing_text(part):
-                raise UserError(f"{table.where(i)}, column {column!r}: empty or missing text ({part!r})")
-            if not isinstance(part, str):
-                raise UserError(f"{table.where(i)}, column {column!r}: expected text, got {part!r}")
+            problem = text_problem(table.where(i), column, part)
+            if problem:
+                raise UserError(problem)
+
+
+def text_problem(where: str, column: str, value: Any) -> str | None:
+    """What is wrong with one text field (None: nothing), for the row `where` names: every reader's check."""
+    if missing_text(value):
+        return f"{where}, column {column!r}: empty or missing text ({value!r})"
+    if not isinstance(value, str):
+        return f"{where}, column {column!r}: expected text, got {value!r}"
+    return None
 
 
 def load_hub(dataset: str, schema: Schema) -> dict[str, Table]:

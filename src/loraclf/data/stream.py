@@ -15,12 +15,22 @@ message), and the caller decides whether it stops the file or is answered with a
 from __future__ import annotations
 
 import dataclasses
+import functools
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 
-from loraclf.data.sources import agnews_layout, csv_records, file_format, jsonl_records, missing_text, read_table
+from loraclf.data.sources import (
+    agnews_layout,
+    agnews_text,
+    check_text_columns,
+    csv_records,
+    file_format,
+    jsonl_records,
+    read_table,
+    text_problem,
+)
 from loraclf.data.tables import Schema, Text
 from loraclf.errors import UserError
 
@@ -123,9 +133,7 @@ class Corpus:
         if agnews_layout(first, dataclasses.replace(self.schema, task="single_label")):
             return None
         names = [h.strip() for h in first]
-        for column, key in ((self.schema.text, "text_column"), (self.schema.pair, "text_pair_column")):
-            if column is not None and column not in names:
-                raise UserError(f"{self.path}: missing column {column!r} (has {names}); set --data.{key}")
+        check_text_columns(str(self.path), names, self.schema)
         return names
 
     def _columns(self) -> list[str]:
@@ -136,9 +144,7 @@ class Corpus:
             return sorted(first) if isinstance(first, dict) else []
         if self.kind == "parquet":
             names = list(self._parquet().schema_arrow.names)
-            for column, key in ((self.schema.text, "text_column"), (self.schema.pair, "text_pair_column")):
-                if column is not None and column not in names:
-                    raise UserError(f"{self.path}: missing column {column!r} (has {names}); set --data.{key}")
+            check_text_columns(str(self.path), names, self.schema)
             return names
         return []  # JSON arrays and pickles: answered in row order
 
@@ -164,11 +170,11 @@ class Corpus:
             mark = Mark(row, offset, line)
 
     def _csv_row(self, i: int, fields: list[str], line: int) -> Row:
-        if self.header is None:  # AG News layout: class, title, description; the hub's text is title + " " + it
+        if self.header is None:  # AG News layout: class, title, description
             if len(fields) != 3:
                 return Row(None, None, f"{self.path}: row {i + 1} (line {line}): expected 3 fields (class, title, "
                                        f"description), got {len(fields)}")
-            return self._record_row(i, {"text": f"{fields[1]} {fields[2]}"}, line)
+            return self._record_row(i, {"text": agnews_text(fields[1], fields[2])}, line)
         if len(fields) != len(self.header):
             return Row(None, None, f"{self.path}: row {i + 1} (line {line}): expected {len(self.header)} fields "
                                    f"like the header, got {len(fields)}")
@@ -187,10 +193,9 @@ class Corpus:
             if column not in record:
                 return Row(None, ident, f"{where}: missing column {column!r} (has {sorted(record)})")
             value = record[column]
-            if missing_text(value):
-                return Row(None, ident, f"{where}, column {column!r}: empty or missing text ({value!r})")
-            if not isinstance(value, str):
-                return Row(None, ident, f"{where}, column {column!r}: expected text, got {value!r:.80}")
+            problem = text_problem(where, column, value)
+            if problem:
+                return Row(None, ident, problem)
             parts.append(value)
         return Row(parts[0] if len(parts) == 1 else tuple(parts), ident)
 
@@ -227,9 +232,14 @@ class Corpus:
                     yield Mark(i), self._record_row(i, dict(zip(columns, values)))
                 i += 1
 
+    @functools.cached_property
+    def _whole_table(self):
+        """A JSON array or a pickle is one object: read (unpickled) once, for the scan and the shards alike."""
+        return read_table(self.path, self.schema, self.allow_pickle)
+
     def _whole_rows(self, mark: Mark) -> Iterator[tuple[Mark, Row]]:
         """A JSON array or a pickle, read whole (one object); its rows checked one by one."""
-        table = read_table(self.path, self.schema, self.allow_pickle)
+        table = self._whole_table
         columns = [c for c in (self.schema.text, self.schema.pair) if c]
         for i in range(mark.row, len(table.texts)):
             text = table.texts[i]

@@ -24,7 +24,7 @@ from loraclf.data.encoding import Encoded, encode
 from loraclf.data.tables import Text
 from loraclf.errors import UserError
 from loraclf.inference import corpus, engines, manifest, onnx_runtime
-from loraclf.inference.manifest import Description, describe, with_long_texts
+from loraclf.inference.manifest import Description, describe, load_options, with_long_texts
 from loraclf.metrics.classification import above_thresholds, sigmoid, softmax
 from loraclf.model.adapter import load_adapter
 from loraclf.model.build import build_base, set_task
@@ -82,8 +82,7 @@ class Classifier:
         tokenizer.model_max_length = description.max_length
         classifier = cls(description, model, tokenizer, device, dtype)
         # What another process (a Ray actor) needs to load the same model the same way.
-        classifier.options = {"precision": precision, "quantized": quantized, "merge": merge,
-                              "long_texts": description.long_texts, "window_stride": description.window_stride}
+        classifier.options = load_options(description, precision, quantized, merge)
         return classifier
 
     @property

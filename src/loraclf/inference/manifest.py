@@ -72,3 +72,11 @@ def with_long_texts(about: Description, long_texts: str | None, window_stride: i
     window_stride = window_stride if window_stride is not None else about.window_stride
     check_long_texts(long_texts, window_stride, about.max_length, about.schema.pair)
     return dataclasses.replace(about, long_texts=long_texts, window_stride=window_stride)
+
+
+def load_options(about: Description, precision: str = "auto", quantized: bool = True,
+                 merge: bool = True) -> dict[str, Any]:
+    """Classifier.load's keywords that load the model `about` describes this way again, in another process (a
+    Ray actor) or a resumed job, which must run it as the first did."""
+    return {"precision": precision, "quantized": quantized, "merge": merge, "long_texts": about.long_texts,
+            "window_stride": about.window_stride}
