@@ -25,9 +25,9 @@ STEPS_PER_EPOCH = 15
 
 
 def resumable_config(model_dir, train_file):
-    # Accumulated, class-weighted steps: their resume must be as exact as plain ones.
+    # Accumulated, class-weighted steps with a moving average: their resume must be as exact as plain ones.
     config = tiny_config(model_dir, train_file, epochs=3, checkpoint_every=4, keep_checkpoints=2, log_every=3,
-                         grad_accum_steps=2, class_weights="balanced")
+                         grad_accum_steps=2, class_weights="balanced", ema=0.9)
     config.data.test_size, config.data.val_fraction, config.data.length_filter = 16, 0.2, None
     return config
 

@@ -309,6 +309,11 @@ class TrainConfig:
     # the same labels, probabilities that mean what they say). single_label only. ECE before and after and a
     # reliability diagram go to metrics.json, calibration.png and the report.
     calibrate: str = "none"
+    # Weight averaging: keep an exponential moving average of the trainable parameters (LoRA and head) with this
+    # decay per optimizer step (0 = off; warmed up as (1 + step) / (10 + step)). Each validation scores the
+    # trained weights and the average, and the run keeps whichever validates better; one adapter either way.
+    # Labelled training only: adaptation rounds train and keep plain weights.
+    ema: float = 0.0
 
     def validate(self) -> None:
         for key in ("epochs", "batch_size", "eval_batch_size", "log_every", "grad_accum_steps"):
@@ -316,6 +321,8 @@ class TrainConfig:
                 raise UserError(f"config train.{key}: must be at least 1, got {getattr(self, key)}")
         if self.lr <= 0:
             raise UserError(f"config train.lr: must be positive, got {self.lr}")
+        if not 0 <= self.ema < 1:
+            raise UserError(f"config train.ema: must be in [0, 1) (0 = off), got {self.ema}")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"config train.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
         for key in ("max_steps", "checkpoint_every", "chunk_cost", "early_stopping_patience"):

@@ -202,7 +202,7 @@ def train_round(run: RunContext, data: TrainData, trainable: Trainable, items: E
     optimizer, scheduler = optimization(trainable.model, run.config.train, run.config.lora.plus_ratio, lr, "cosine",
                                         plan.total_steps, run.device)
     state = TrainState()
-    summed = fit(run, dataclasses.replace(trainable, optimizer=optimizer, scheduler=scheduler), plan, state)
+    summed = fit(run, dataclasses.replace(trainable, optimizer=optimizer, scheduler=scheduler, average=None), plan, state)
     return summed / max(1, state.step) / run.procs.world, state.step
 
 

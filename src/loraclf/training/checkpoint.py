@@ -3,6 +3,7 @@
     RUN_DIR/checkpoints/step-000120/
       trainable.safetensors   every trainable tensor (LoRA + head), by parameter name
       best.safetensors        the trainable tensors of the best evaluation so far
+      average.safetensors     train.ema's moving average of them (only with train.ema)
       optimizer.safetensors   optimizer state tensors, keyed "<param index>.<name>"
       rng.safetensors         torch CPU (and CUDA) generator states
       state.json              loop position, best metric, optimizer param groups,
@@ -32,6 +33,7 @@ from loraclf.rundir.layout import CHECKPOINTS
 
 PREFIX = "step-"
 STATE = "state.json"
+AVERAGE = "average.safetensors"
 
 
 def _fsync(path: Path) -> None:
@@ -121,7 +123,8 @@ def latest(run_dir: Path) -> Path | None:
 def save(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,
          scaler: torch.amp.GradScaler, best_state: dict[str, torch.Tensor], loop_state: dict[str, Any],
          keep: int, keep_step: int | None = None,
-         rng_by_rank: list[dict[str, torch.Tensor]] | None = None) -> Path:
+         rng_by_rank: list[dict[str, torch.Tensor]] | None = None,
+         average: dict[str, torch.Tensor] | None = None) -> Path:
     """Write checkpoint `step` atomically, then prune to the last `keep` (plus `keep_step`, the best).
 
     `rng_by_rank`: in data-parallel training, every process's `rng_tensors()`,
@@ -134,6 +137,8 @@ def save(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.opti
     try:
         _save_tensors(trainable_state(model), tmp / "trainable.safetensors")
         _save_tensors(best_state, tmp / "best.safetensors")
+        if average is not None:
+            _save_tensors(average, tmp / AVERAGE)
         optimizer_tensors, groups = _optimizer_state(optimizer)
         _save_tensors(optimizer_tensors, tmp / "optimizer.safetensors")
         rng, rng_states = _rng_state()
@@ -169,6 +174,15 @@ def _prune(root: Path, keep: int, keep_step: int | None) -> None:
             shutil.rmtree(folder, ignore_errors=True)
     for leftover in root.glob(f".{PREFIX}*"):  # temporary folders of writes that crashed
         shutil.rmtree(leftover, ignore_errors=True)
+
+
+def load_average(folder: Path) -> dict[str, torch.Tensor]:
+    """The moving average saved in checkpoint `folder` (train.ema)."""
+    try:
+        return load_file(str(folder / AVERAGE))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"checkpoint {folder}: no readable moving average for train.ema ({exc}); was it "
+                        "written by a run without train.ema?") from None
 
 
 def restore(folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler,

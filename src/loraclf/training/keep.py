@@ -3,6 +3,7 @@ resumable checkpoints; and the train records it logs."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from dataclasses import asdict, dataclass
@@ -41,15 +42,26 @@ class Keeper:
 
 def validate_and_keep(run: RunContext, trainable: Trainable, plan: EpochPlan, state: TrainState, keeper: Keeper,
                       clock: Clock, progress: Progress) -> None:
-    """Validate, log, and save the adapter when it is the best so far (then also in `keeper.best_state`)."""
+    """Validate, log, and save the adapter when it is the best so far (then also in `keeper.best_state`).
+
+    With a moving average (train.ema) both the trained weights and the average are scored; the record's val_*
+    are those of the better one (`weights` says which), and that one is the candidate for the best.
+    """
     clock.stop()
-    tc, data = run.config.train, keeper.data
-    result = validate(trainable.model, data.val_set, data.splits.val.labels, data.label_names, tc.eval_batch_size,
-                      data.pad_id, run.device, run.dtype, run.procs)
+    tc, data, average = run.config.train, keeper.data, trainable.average
+    result = _validation(run, trainable, data)
     epoch = state.step / plan.steps_per_epoch
-    record = {"event": "eval", "step": state.step, "epoch": round(epoch, 3), "val_loss": result["loss"],
-              "val_accuracy": result["accuracy"], "val_macro_f1": result["macro_f1"],
-              "val_micro_f1": result["micro_f1"]}
+    record: dict[str, Any] = {"event": "eval", "step": state.step, "epoch": round(epoch, 3)}
+    if average is not None:
+        with average.applied(trainable.model):
+            averaged = _validation(run, trainable, data)
+        record |= {"trained_val_" + tc.metric_for_best: result[tc.metric_for_best],
+                   "ema_val_" + tc.metric_for_best: averaged[tc.metric_for_best]}
+        use_average = is_better(tc.metric_for_best, averaged[tc.metric_for_best], result[tc.metric_for_best])
+        record["weights"] = "ema" if use_average else "trained"
+        result = averaged if use_average else result
+    record |= {"val_loss": result["loss"], "val_accuracy": result["accuracy"], "val_macro_f1": result["macro_f1"],
+               "val_micro_f1": result["micro_f1"]}
     keeper.log(run, record)
     value = result[tc.metric_for_best]
     improved = is_better(tc.metric_for_best, value, state.best_value)
@@ -59,16 +71,25 @@ def validate_and_keep(run: RunContext, trainable: Trainable, plan: EpochPlan, st
                          f"{state.best_value:.4f} (step {state.best_step}) in {state.stale} evaluations")
     if improved:
         state.best_value, state.best_record, state.best_step = value, record, state.step
-        keeper.best_state = checkpoint.trainable_state(trainable.model)
-        if run.procs.main:
-            atomic.replace_folder(run.out / layout.ADAPTER, lambda folder: save_best(run, data, trainable, folder, record))
+        kept = average.applied(trainable.model) if record.get("weights") == "ema" else contextlib.nullcontext()
+        with kept:
+            keeper.best_state = checkpoint.trainable_state(trainable.model)
+            if run.procs.main:
+                atomic.replace_folder(run.out / layout.ADAPTER,
+                                      lambda folder: save_best(run, data, trainable, folder, record))
+    which = f" ({record['weights']} weights)" if average is not None else ""
     progress.write(f"step {state.step} epoch {epoch:.2f}: val loss {result['loss']:.4f} acc {result['accuracy']:.4f} "
-                   f"macro-F1 {result['macro_f1']:.4f}" + (" (best)" if improved else "")
+                   f"macro-F1 {result['macro_f1']:.4f}{which}" + (" (best)" if improved else "")
                    + (f"; {state.stopped}" if state.stopped else ""))
     state.eval_seconds += time.perf_counter() - clock.mark
     clock.restart()
     if keeper.on_eval is not None:
         keeper.on_eval(record)
+
+
+def _validation(run: RunContext, trainable: Trainable, data: TrainData) -> dict[str, Any]:
+    return validate(trainable.model, data.val_set, data.splits.val.labels, data.label_names,
+                    run.config.train.eval_batch_size, data.pad_id, run.device, run.dtype, run.procs)
 
 
 def save_best(run: RunContext, data: TrainData, trainable: Trainable, folder: Path, best: dict[str, Any]) -> None:
@@ -99,7 +120,8 @@ def save_checkpoint(run: RunContext, trainable: Trainable, state: TrainState, ke
         folder = checkpoint.save(run.out, state.step, trainable.model, trainable.optimizer, trainable.scheduler,
                                  trainable.scaler, keeper.best_state, asdict(state),
                                  keep=run.config.train.keep_checkpoints, keep_step=state.best_step,
-                                 rng_by_rank=rng_by_rank)
+                                 rng_by_rank=rng_by_rank,
+                                 average=trainable.average.state() if trainable.average is not None else None)
     keeper.last_checkpoint = Path(run.procs.broadcast(str(folder)))
 
 

@@ -106,6 +106,8 @@ def fit(run: RunContext, trainable: Trainable, plan: EpochPlan, state: TrainStat
                 indices = batches.batches[index]
                 loss, finite = train_step(run, trainable, batches, indices, state.step + 1, plan.loss_fn)
                 state.step, state.epoch, state.batch = state.step + 1, epoch, index + 1
+                if trainable.average is not None:
+                    trainable.average.update(trainable.model, state.step)
                 state.seen += len(indices)
                 state.tokens += int(plan.items.lengths[indices].sum())
                 first_bad = torch.where((first_bad < 0) & ~finite, state.step, first_bad)

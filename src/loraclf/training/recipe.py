@@ -26,6 +26,7 @@ from loraclf.model.runtime import autocast_dtype, grad_scaler, pick_device
 from loraclf.rundir import atomic, layout, versions
 from loraclf.training import checkpoint, distributed, tracking
 from loraclf.training.adapt import adapt
+from loraclf.training.averaging import Average
 from loraclf.training.distributed import Processes
 from loraclf.training.keep import Keeper
 from loraclf.training.loop import fit, optimization, plan_epochs, seed_everything
@@ -119,8 +120,9 @@ def setup(config: Config, output_dir: str | Path, overwrite: bool, resume: bool,
     forward = procs.wrap(torch.compile(model) if tc.compile else model, device)
     objective = Objective.build(config.data.task, tc.class_weights, tc.label_smoothing, splits.train.labels,
                                 splits.label_names)
+    average = Average(model, tc.ema) if tc.ema else None
     trainable = Trainable(model, forward, optimizer, scheduler, grad_scaler(device, dtype), objective, actual,
-                          base_bytes, initial_adapter)
+                          base_bytes, initial_adapter, average)
     return Setup(run, data, trainable, plan)
 
 
@@ -196,6 +198,8 @@ def initial_state(s: Setup) -> tuple[TrainState, dict[str, torch.Tensor]]:
     loop, best_state = checkpoint.restore(run.resume_from, trainable.model, trainable.optimizer, trainable.scheduler,
                                           trainable.scaler, run.procs.rank)
     state = TrainState(**loop)
+    if trainable.average is not None:
+        trainable.average.load(checkpoint.load_average(run.resume_from))
     if run.procs.main:
         # Drop log lines written after the checkpoint: the resumed run writes them again.
         with log_path.open("r+b") as handle:

@@ -14,6 +14,7 @@ from loraclf.config.schema import Config
 from loraclf.data.encoding import Encoded
 from loraclf.data.splits import Splits
 from loraclf.model.accounting import Breakdown
+from loraclf.training.averaging import Average
 from loraclf.training.distributed import Processes
 from loraclf.training.losses import Objective
 
@@ -65,6 +66,7 @@ class Trainable:
     parameters: Breakdown
     base_bytes: int  # the frozen base's weights in memory
     initial_adapter: Path | None  # PiSSA/OLoRA: the adapter as initialised, for converting the saved one
+    average: Average | None = None  # train.ema's moving average of the trainable parameters
 
 
 @dataclass
