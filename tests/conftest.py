@@ -75,6 +75,13 @@ def write_csv(path: Path, texts, labels) -> Path:
     return path
 
 
+@pytest.fixture
+def small_csv(tmp_path, agnews_rows):
+    """80 real AG News items as a training CSV."""
+    texts, labels = agnews_rows
+    return write_csv(tmp_path / "train.csv", texts[:80], labels[:80])
+
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

@@ -1,4 +1,5 @@
-"""Self-training: pseudo-label selection (threshold, per-class cap, seeded) and resumable rounds."""
+"""Adaptation: pseudo-label selection (threshold, per-class cap, seeded), resumable rounds, and the entropy and
+consistency methods' rounds."""
 
 from __future__ import annotations
 
@@ -115,8 +116,20 @@ def test_entropy_rounds_train_on_every_unlabelled_text(tmp_path, tiny_model_dir,
     summary = train(config, tmp_path / "run", log=lambda _: None)
     assert summary["best"]["val_micro_f1"] == summary["adapt"][0]["val_micro_f1"]
     (record,) = summary["adapt"]
-    assert record["method"] == "entropy" and record["kept"] == 60 and "target_accuracy" in record
+    assert record["method"] == "entropy" and record["unlabelled"] == 60 and "target_accuracy" in record
     assert not (tmp_path / "run" / "adapt" / "round-1" / "pseudo_labels.csv").read_text().splitlines()[1:]
+
+
+@pytest.mark.parametrize("method", ["consistency", "self_training+consistency"])
+def test_consistency_rounds_train_on_every_unlabelled_text(tmp_path, tiny_model_dir, agnews_rows, method):
+    config = _adapt_config(tiny_model_dir, tmp_path, agnews_rows)
+    config.adapt.method, config.adapt.rounds = method, 1
+    summary = train(config, tmp_path / "run", log=lambda _: None)
+    (record,) = summary["adapt"]
+    assert record["method"] == method and record["unlabelled"] == 60
+    assert record["consistency_confident"] == 1.0  # threshold 0: every unlabelled text has a target
+    pseudo = (tmp_path / "run" / "adapt" / "round-1" / "pseudo_labels.csv").read_text().splitlines()[1:]
+    assert len(pseudo) == (60 if method == "self_training+consistency" else 0) == record.get("kept", 0)
 
 
 def test_overwrite_leaves_nothing_of_the_earlier_run(tmp_path, tiny_model_dir, agnews_rows, capsys):

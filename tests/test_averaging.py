@@ -15,7 +15,7 @@ from loraclf.rundir import layout, readers
 from loraclf.training.averaging import Average, decay_at
 from loraclf.training.recipe import train
 
-from test_training import small_csv, tiny_config  # noqa: F401 (small_csv: a fixture)
+from test_training import tiny_config
 
 
 def two_layers():

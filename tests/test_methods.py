@@ -18,7 +18,7 @@ from loraclf.rundir import readers
 from loraclf.training.loop import param_groups
 from loraclf.training.recipe import train
 
-from test_training import small_csv, tiny_config  # noqa: F401  (small_csv is a fixture)
+from test_training import tiny_config
 
 HIDDEN, LAYERS, R = 32, 2, 4  # the tiny RoBERTa of conftest; q, k, v targeted
 HEAD = HIDDEN * HIDDEN + HIDDEN + HIDDEN * 2 + 2  # default head, 2 classes

@@ -33,12 +33,6 @@ def tiny_config(model_dir, train_file, **train_overrides) -> Config:
     return config
 
 
-@pytest.fixture
-def small_csv(tmp_path, agnews_rows):
-    texts, labels = agnews_rows
-    return write_csv(tmp_path / "train.csv", texts[:80], labels[:80])
-
-
 def test_train_writes_a_complete_run_folder(tmp_path, tiny_model_dir, small_csv):
     out = tmp_path / "run"
     summary = train(tiny_config(tiny_model_dir, small_csv, eval_every=3), out, log=lambda _: None)

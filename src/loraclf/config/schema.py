@@ -471,7 +471,12 @@ class AdaptConfig:
     # model, keep the confident predictions, and continue training on labelled plus
     # pseudo-labelled items, round after round, with the same trainable parameters;
     # entropy: continue training on the labelled items plus every unlabelled text, whose
-    # loss is the entropy of its prediction (entropy minimisation), round after round.
+    # loss is the entropy of its prediction (entropy minimisation), round after round;
+    # consistency: continue training on the labelled items plus every unlabelled text, whose
+    # prediction (no dropout, no gradient) becomes, where its probability reaches the round's
+    # threshold, the target of a strongly perturbed view of the same text (FixMatch-style; see
+    # adapt.mask_rate and adapt.deletion); self_training+consistency: both, the round's
+    # pseudo-labelled texts joining the labelled items.
     method: str = "none"
     # Rounds of predict -> select -> train; each continues from the previous round's weights.
     rounds: int = 2
@@ -488,9 +493,21 @@ class AdaptConfig:
     lr: float | None = None
     # entropy: weight of the unlabelled texts' mean entropy beside the labelled cross-entropy.
     entropy_weight: float = 1.0
+    # consistency: weight of an unlabelled text's loss on its perturbed view beside a labelled item's.
+    consistency_weight: float = 1.0
+    # consistency: the perturbed view masks each token (bar the first and last) with this probability ...
+    mask_rate: float = 0.15
+    # ... after deleting one contiguous span of this share of its tokens.
+    deletion: float = 0.1
 
     def validate(self) -> None:
-        _choice("adapt.method", self.method, ("none", "self_training", "entropy"))
+        _choice("adapt.method", self.method, ("none", "self_training", "entropy", "consistency",
+                                              "self_training+consistency"))
+        for key in ("mask_rate", "deletion"):
+            if not 0 <= getattr(self, key) < 1:
+                raise UserError(f"config adapt.{key}: must be in [0, 1), got {getattr(self, key)}")
+        if self.consistency_weight < 0:
+            raise UserError(f"config adapt.consistency_weight: must be 0 or positive, got {self.consistency_weight}")
         if self.rounds < 1 or self.epochs < 1:
             raise UserError(f"config adapt: rounds and epochs must be at least 1, got {self.rounds} and {self.epochs}")
         for key in ("threshold", "final_threshold"):

@@ -1,4 +1,5 @@
-"""Adaptation to unlabelled target text, after the labelled training: self-training or entropy minimisation.
+"""Adaptation to unlabelled target text, after the labelled training: self-training, entropy minimisation,
+consistency training (training/consistency.py), or self-training and consistency together.
 
 Each round: predict `data.unlabelled_file` with the current model, keep the
 confident predictions (probability at least the round's threshold, each
@@ -39,13 +40,12 @@ from loraclf.data.tables import Schema
 from loraclf.metrics.classification import softmax
 from loraclf.rundir import atomic, layout, readers
 from loraclf.training import checkpoint
+from loraclf.training.consistency import IGNORE, ConsistencyLoss
 from loraclf.training.evaluation import predict_shared, validate
 from loraclf.training.keep import save_best
 from loraclf.training.loop import fit, optimization, plan_epochs, seed_everything
 from loraclf.training.state import RunContext, Trainable, TrainData, TrainState
 from loraclf.training.tracking import Trackers
-
-IGNORE = -100  # the label of an unlabelled item under the entropy loss
 
 
 def threshold_for(cfg: AdaptConfig, round_index: int) -> float:
@@ -144,36 +144,51 @@ def _predict(run: RunContext, data: TrainData, trainable: Trainable, target: Tar
 
 def run_round(run: RunContext, data: TrainData, trainable: Trainable, target: Target, probs: np.ndarray,
               index: int) -> tuple[dict[str, Any], list[tuple]]:
-    """Train one round on the labelled items plus the unlabelled ones (pseudo-labelled, or all of them under the
-    entropy loss), given the current model's probabilities on the unlabelled texts.
+    """Train one round on the labelled items plus unlabelled ones (pseudo-labelled, or all of them under the
+    entropy or consistency loss, or both), given the current model's probabilities on the unlabelled texts.
 
     Returns the round's record and its pseudo-labels as (row, label, probability).
     """
     cfg, tc = run.config.adapt, run.config.train
-    names = data.label_names
     record: dict[str, Any] = {"event": "adapt", "round": index + 1, "method": cfg.method}
     if target.labels is not None:
         record["target_accuracy"] = float((probs.argmax(axis=1) == target.labels).mean())
-    if cfg.method == "entropy":
-        kept = np.arange(len(probs))
-        extra_labels, rows, loss_fn = np.full(len(kept), IGNORE), [], entropy_loss(cfg.entropy_weight)
-    else:
-        threshold = threshold_for(cfg, index)
-        kept = select(probs, threshold, cfg.class_ratio, tc.seed + index)
-        extra_labels, loss_fn = probs[kept].argmax(axis=1), None
-        rows = [(int(i), int(label), float(probs[i].max())) for i, label in zip(kept, extra_labels)]
-        record |= {"threshold": round(threshold, 4), "confident": int((probs.max(axis=1) >= threshold).sum()),
-                   "kept_per_class": {names[c]: int((extra_labels == c).sum()) for c in range(len(names))}}
-        if target.labels is not None:
-            record["pseudo_accuracy"] = float((extra_labels == target.labels[kept]).mean()) if len(kept) else None
-    record["kept"] = int(len(kept))
-    items = Encoded.concat([data.train_set, target.encoded.subset(kept)],
-                           np.concatenate([data.train_set.labels, extra_labels]))
+    parts, part_labels, rows, loss_fn = [data.train_set], [data.train_set.labels], [], None
+    if cfg.method in ("self_training", "self_training+consistency"):
+        kept = pseudo_labels(cfg, tc.seed, target, probs, index, data.label_names, record)
+        parts.append(target.encoded.subset(kept))
+        part_labels.append(probs[kept].argmax(axis=1))
+        rows = [(int(i), int(label), float(probs[i].max())) for i, label in zip(kept, part_labels[-1])]
+        record["kept"] = int(len(kept))
+    if cfg.method in ("entropy", "consistency", "self_training+consistency"):
+        parts.append(target.encoded)
+        part_labels.append(np.full(len(target.encoded), IGNORE))
+        record["unlabelled"] = len(target.encoded)
+        loss_fn = entropy_loss(cfg.entropy_weight) if cfg.method == "entropy" else ConsistencyLoss(
+            threshold_for(cfg, index), cfg.consistency_weight, data.pad_id, data.tokenizer.mask_token_id,
+            cfg.mask_rate, cfg.deletion)
+    items = Encoded.concat(parts, np.concatenate(part_labels))
     started = time.perf_counter()
     record["train_loss"], record["step"] = train_round(run, data, trainable, items, cfg.lr or tc.lr, cfg.epochs,
                                                        tc.seed + 1000 * (index + 1), loss_fn)
     record["train_seconds"] = round(time.perf_counter() - started, 2)
+    if isinstance(loss_fn, ConsistencyLoss):
+        record["threshold"] = round(threshold_for(cfg, index), 4)
+        record["consistency_confident"] = round(int(loss_fn.confident) / max(1, int(loss_fn.unlabelled)), 4)
     return record, rows
+
+
+def pseudo_labels(cfg: AdaptConfig, seed: int, target: Target, probs: np.ndarray, index: int,
+                  names: list[str], record: dict[str, Any]) -> np.ndarray:
+    """The rows kept as pseudo-labelled this round (see `select`); their counts go into `record`."""
+    threshold = threshold_for(cfg, index)
+    kept = select(probs, threshold, cfg.class_ratio, seed + index)
+    predicted = probs[kept].argmax(axis=1)
+    record |= {"threshold": round(threshold, 4), "confident": int((probs.max(axis=1) >= threshold).sum()),
+               "kept_per_class": {names[c]: int((predicted == c).sum()) for c in range(len(names))}}
+    if target.labels is not None:
+        record["pseudo_accuracy"] = float((predicted == target.labels[kept]).mean()) if len(kept) else None
+    return kept
 
 
 def entropy_loss(weight: float):
@@ -217,15 +232,20 @@ def _write_round(folder: Path, model: torch.nn.Module, record: dict[str, Any], r
 
 
 def describe_round(record: dict[str, Any], label_names: list[str]) -> str:
-    if record["method"] == "entropy":
-        used = f"entropy on all {record['kept']:,} unlabelled texts"
-    else:
+    used = []
+    if "kept_per_class" in record:
         counts = ", ".join(f"{name} {record['kept_per_class'][name]}" for name in label_names)
-        used = f"threshold {record['threshold']}, kept {record['kept']:,} of {record['confident']:,} confident ({counts})"
+        used.append(f"threshold {record['threshold']}, kept {record['kept']:,} of {record['confident']:,} confident "
+                    f"({counts})")
+    if record["method"] == "entropy":
+        used.append(f"entropy on all {record['unlabelled']:,} unlabelled texts")
+    elif "consistency_confident" in record:
+        used.append(f"consistency on all {record['unlabelled']:,} unlabelled texts, "
+                    f"{record['consistency_confident']:.1%} of them over threshold {record['threshold']} in training")
     scored = ""
     if record.get("target_accuracy") is not None:
         scored = f"; before the round, accuracy on the unlabelled file's labels {record['target_accuracy']:.4f}"
         if record.get("pseudo_accuracy") is not None:
             scored += f", of the kept pseudo-labels {record['pseudo_accuracy']:.4f}"
-    return (f"adapt round {record['round']}: {used}{scored}; train loss {record['train_loss']:.4f}; "
+    return (f"adapt round {record['round']}: {'; '.join(used)}{scored}; train loss {record['train_loss']:.4f}; "
             f"val acc {record['val_accuracy']:.4f}")

@@ -152,7 +152,8 @@ CHUNK_COST = {"cpu": 256, "cuda": 4096}
 def train_step(run: RunContext, trainable: Trainable, batches: Batches, indices: list[int], step: int,
                loss_fn: LossFn | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Optimizer step number `step` on the global batch `indices`; returns (detached loss, whether it and the norm
-    are finite). `loss_fn(logits, labels)`, a mean over items, replaces the training loss.
+    are finite). `loss_fn(logits, labels)`, a mean over items, replaces the training loss; a `loss_fn` that
+    `runs_model` gets the model and each chunk's batch instead (`summed(forward, batch)`, summed over items).
 
     The batch runs as `train.grad_accum_steps` micro-batches, one backward pass each, and each micro-batch as
     length chunks (`train.length_chunks`). Every piece's loss is its items' summed loss over the whole global
@@ -201,15 +202,18 @@ def micro_batch_loss(run: RunContext, trainable: Trainable, batches: Batches, pa
         cost = run.config.train.chunk_cost or CHUNK_COST.get(run.device.type, CHUNK_COST["cuda"])
         chunks = [[part[j] for j in chunk] for chunk in length_chunks(lengths, cost)]
     loss, logits, labels = 0.0, [], []
+    runs_model = getattr(loss_fn, "runs_model", False)
     with autocast(run.device, run.dtype):
         for chunk in chunks:
             batch = {k: v.to(run.device, non_blocking=True) for k, v in batches.collate(chunk).items()}
-            if loss_fn is None and trainable.objective.plain:
+            if runs_model:  # a loss that calls the model itself, summed over the chunk's items
+                loss = loss + loss_fn.summed(trainable.forward, batch) * (numerator / denominator)
+            elif loss_fn is None and trainable.objective.plain:
                 loss = loss + trainable.forward(**batch).loss * (len(chunk) * numerator / denominator)
             else:
                 labels.append(batch.pop("labels"))
                 logits.append(trainable.forward(**batch).logits.float())
-    if loss_fn is not None:  # a mean over the part's items
+    if loss_fn is not None and not runs_model:  # a mean over the part's items
         loss = loss_fn(torch.cat(logits), torch.cat(labels)) * (len(part) * numerator / denominator)
     elif logits:
         loss = trainable.objective.summed(torch.cat(logits), torch.cat(labels)) * (numerator / denominator)

@@ -18,8 +18,9 @@ from loraclf.training.averaging import Average
 from loraclf.training.distributed import Processes
 from loraclf.training.losses import Objective
 
-# A loss over a batch's logits and labels (a mean over its items) in place of the objective's.
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+# A loss over a batch's logits and labels (a mean over its items) in place of the objective's; or an object with
+# `runs_model = True` and `summed(forward, batch)`, which runs the model itself (training/consistency.py).
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | Any
 
 
 @dataclass
