@@ -164,3 +164,20 @@ def test_poolings_are_searched_when_listed_and_the_recipe_point_keeps_its_own(re
     assert params["pooling"] == "mean" and _structure(config, params, 2).model.pooling == "mean"
     config.train.epochs, config.train.batch_size, config.lora.r, config.lora.alpha = 1, 8, 2, 2
     assert recipe_params(config, 2)["pooling"] == "cls"
+
+
+def test_weight_decay_and_ema_are_searched_when_given_and_the_recipe_point_keeps_its_own(recipe):
+    from loraclf.tuning.search import _structure, recipe_params, sample
+
+    config = load_config(recipe)
+    fixed = {"method": "lora", "r": 2, "alpha_ratio": 1.0, "target_modules": "attention_qkv", "layers": "all",
+             "head": "default", "lr": 1e-3, "dropout": 0.0, "warmup_ratio": 0.0, "epochs": 1, "batch_size": 8}
+    assert not {"weight_decay", "ema"} & set(sample(optuna.trial.FixedTrial(fixed), config.search))
+    config.search.weight_decay, config.search.ema = [0.0, 0.1], [0.0, 0.995]
+    params = sample(optuna.trial.FixedTrial(fixed | {"weight_decay": 0.05, "ema": 0.995}), config.search)
+    trial = _structure(config, params, 2)
+    assert (trial.train.weight_decay, trial.train.ema) == (0.05, 0.995)
+    config.train.epochs, config.train.batch_size, config.lora.r, config.lora.alpha = 1, 8, 2, 2
+    assert (recipe_params(config, 2)["weight_decay"], recipe_params(config, 2)["ema"]) == (0.01, 0.0)
+    config.train.ema = 0.9  # not among the choices
+    assert recipe_params(config, 2) is None

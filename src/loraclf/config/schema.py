@@ -428,6 +428,10 @@ class SearchConfig:
     epochs: list[int] = field(default_factory=lambda: [2, 4])
     # Batch sizes to try.
     batch_size: list[int] = field(default_factory=lambda: [16, 32])
+    # Weight-decay range [low, high]; empty keeps the config's train.weight_decay.
+    weight_decay: list[float] = field(default_factory=list)
+    # train.ema decays to try (0 = no average); empty keeps the config's.
+    ema: list[float] = field(default_factory=list)
     # Stop hopeless trials at an epoch end: median (below the median of earlier trials at that
     # step), hyperband, or none.
     pruner: str = "median"
@@ -443,6 +447,11 @@ class SearchConfig:
             values = getattr(self, key)
             if len(values) != 2 or values[0] > values[1]:
                 raise UserError(f"config search.{key}: expected a range [low, high], got {values}")
+        if self.weight_decay and (len(self.weight_decay) != 2 or not 0 <= self.weight_decay[0] <= self.weight_decay[1]):
+            raise UserError(f"config search.weight_decay: expected [] or a range [low, high] from 0, got "
+                            f"{self.weight_decay}")
+        if any(not 0 <= value < 1 for value in self.ema):
+            raise UserError(f"config search.ema: each decay must be in [0, 1), got {self.ema}")
         if self.lr[0] <= 0:
             raise UserError(f"config search.lr: must be positive, got {self.lr}")
         for key in ("r", "alpha_ratio", "target_modules", "layers", "heads", "methods", "batch_size"):

@@ -56,7 +56,7 @@ def _structure(config: Config, params: dict[str, Any], layer_count: int | None) 
     trial.lora.layers = list(range(layer_count // 2, layer_count)) if top_half else None
     trial.model.head = params["head"]
     trial.model.pooling = params.get("pooling", trial.model.pooling)
-    for key in ("lr", "warmup_ratio", "epochs", "batch_size"):
+    for key in ("lr", "warmup_ratio", "epochs", "batch_size", "weight_decay", "ema"):
         if key in params:
             setattr(trial.train, key, params[key])
     if "dropout" in params:
@@ -104,6 +104,10 @@ def sample(trial, space) -> dict[str, Any]:
     params["warmup_ratio"] = trial.suggest_float("warmup_ratio", *space.warmup_ratio)
     params["epochs"] = trial.suggest_int("epochs", *space.epochs)
     params["batch_size"] = trial.suggest_categorical("batch_size", space.batch_size)
+    if space.weight_decay:
+        params["weight_decay"] = trial.suggest_float("weight_decay", *space.weight_decay)
+    if space.ema:
+        params["ema"] = trial.suggest_categorical("ema", space.ema)
     return params
 
 
@@ -234,10 +238,15 @@ def recipe_params(config: Config, layer_count: int | None) -> dict[str, Any] | N
         params |= {"r": lora.r, "alpha_ratio": lora.alpha / lora.r, "dropout": lora.dropout}
     if space.poolings:
         params["pooling"] = config.model.pooling
+    if space.weight_decay:
+        params["weight_decay"] = tc.weight_decay
+    if space.ema:
+        params["ema"] = tc.ema
     choices = {"method": space.methods, "target_modules": space.target_modules, "layers": space.layers,
                "head": space.heads, "batch_size": space.batch_size, "r": space.r, "alpha_ratio": space.alpha_ratio,
-               "pooling": space.poolings}
-    ranges = {"lr": space.lr, "warmup_ratio": space.warmup_ratio, "epochs": space.epochs, "dropout": space.dropout}
+               "pooling": space.poolings, "ema": space.ema}
+    ranges = {"lr": space.lr, "warmup_ratio": space.warmup_ratio, "epochs": space.epochs, "dropout": space.dropout,
+              "weight_decay": space.weight_decay}
     inside = all(params[k] in v for k, v in choices.items() if k in params) and \
         all(v[0] <= params[k] <= v[1] for k, v in ranges.items() if k in params)
     return params if inside else None
