@@ -44,8 +44,12 @@ def score(run: Path, summary: dict, seconds: float) -> dict:
 
     shifted = evaluate_files(run, [str(SHIFTED)])[0]["accuracy"] if SHIFTED.is_file() else None
     test = summary.get("test") or {}
+    evals = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if '"eval"' in line]
+    curve = [[e["step"], e.get("trained_val_accuracy", e.get("val_accuracy")), e.get("ema_val_accuracy")]
+             for e in evals]
     return {"val": summary["best"].get("val_accuracy"), "weights": summary["best"].get("weights", "trained"),
-            "test": test.get("accuracy"), "shifted": shifted, "seconds": round(seconds, 1)}
+            "test": test.get("accuracy"), "shifted": shifted, "seconds": round(seconds, 1),
+            "curve": curve}  # each validation: step, trained weights' accuracy, the average's (train.ema)
 
 
 def run_arm(config_path: str, overrides: list[str], out: Path, resume_from: Path | None = None) -> dict:

@@ -6,7 +6,9 @@ confident predictions (probability at least the round's threshold, each
 class capped at `class_ratio` times the smallest kept class, a seeded
 sample where a class is over its cap), and continue training, in `fit`'s
 loop with a fresh AdamW and cosine schedule, on the labelled training items
-plus those pseudo-labelled ones. The trainable parameters stay those of the recipe:
+plus those pseudo-labelled ones. Entropy and consistency rounds train on every unlabelled
+text instead (or as well: self_training+consistency), with a loss of their own. The trainable
+parameters stay those of the recipe:
 the budget is unchanged. Labels found in the unlabelled file are never
 trained on; they only score the pseudo-labels in the log.
 
@@ -217,7 +219,9 @@ def train_round(run: RunContext, data: TrainData, trainable: Trainable, items: E
     optimizer, scheduler = optimization(trainable.model, run.config.train, run.config.lora.plus_ratio, lr, "cosine",
                                         plan.total_steps, run.device)
     state = TrainState()
-    summed = fit(run, dataclasses.replace(trainable, optimizer=optimizer, scheduler=scheduler, average=None), plan, state)
+    # Rounds train and keep plain weights: train.ema's average belongs to the labelled run's validations.
+    rounds_trainable = dataclasses.replace(trainable, optimizer=optimizer, scheduler=scheduler, average=None)
+    summed = fit(run, rounds_trainable, plan, state)
     return summed / max(1, state.step) / run.procs.world, state.step
 
 

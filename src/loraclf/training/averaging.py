@@ -46,8 +46,7 @@ class Average:
             torch._foreach_lerp_(shadow, [p.detach().float() for p in params], 1.0 - decay_at(self.decay, step))
 
     def state(self) -> dict[str, torch.Tensor]:
-        """The average as `checkpoint.trainable_state` gives parameters (each in its parameter's dtype: none
-        trains in low precision, so this is exact)."""
+        """The average by parameter name, as `checkpoint.trainable_state` gives parameters (in float32)."""
         return {name: value.clone() for name, value in self.tensors.items()}
 
     def load(self, tensors: dict[str, torch.Tensor]) -> None:
