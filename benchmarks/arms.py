@@ -8,10 +8,12 @@
 
 Each run trains `--config` with `--shared` and the arm's overrides and `--train.seed SEED`, then is scored on its
 held-out test items and on ../shared/data/competition/shifted_dev.csv (150 LLM-written texts labelled by
-reading). With `--after-labelled`, each seed's labelled training runs once (with `--adapt.method none`) and each
-arm continues a copy of it (`train --resume` with the arm's settings): adaptation arms that differ only after the
-labelled stage share it, as an uninterrupted run would have trained it. Runs are appended to `--log` (JSON
-lines) as they finish, and a restarted command skips the runs it finds there. Prints a line per run and a
+reading). With `--after-labelled`, each seed's labelled training runs once (with `--adapt.method none`; scored
+as the arm `labelled`) and each arm continues a copy of it (`train --resume` with the arm's settings): adaptation
+arms that differ only after the labelled stage share it, as an uninterrupted run would have trained it. An arm
+without overrides continues with the config's own `adapt:` settings. Runs are appended to `--log` (JSON lines) as
+they finish; a restarted command skips the runs it finds there, and with `--work DIR` it also reuses the labelled
+runs kept there. Prints a line per run and a
 markdown table of mean and standard deviation per arm; a difference inside the seed spread is none.
 """
 
@@ -58,11 +60,19 @@ def run_arm(config_path: str, overrides: list[str], out: Path, resume_from: Path
 
     config = load_config(config_path, parse_overrides(overrides))
     start = time.perf_counter()
+    shutil.rmtree(out, ignore_errors=True)  # a run a killed command left half done
     if resume_from is not None:
         shutil.copytree(resume_from, out)
         save_config(config, out / "config.yaml")
     summary = train(config, out, resume=resume_from is not None, log=lambda _: None)
     return score(out, summary, time.perf_counter() - start)
+
+
+def record(done: list[dict], log: Path, result: dict) -> None:
+    done.append(result)
+    with log.open("a", encoding="utf-8") as handle:
+        handle.write(json.dumps(result) + "\n")
+    print(json.dumps(result), file=sys.stderr, flush=True)
 
 
 def table(results: list[dict], arms: dict[str, list[str]]) -> None:
@@ -90,6 +100,7 @@ def main() -> None:
     parser.add_argument("--shared", default="", help="overrides every arm gets")
     parser.add_argument("--after-labelled", action="store_true", help="arms continue one labelled run per seed")
     parser.add_argument("--log", default=None, help="JSON lines of finished runs (default: a temporary file)")
+    parser.add_argument("--work", default=None, help="where runs are written and kept (default: a temporary folder)")
     args = parser.parse_args()
 
     import warnings
@@ -101,25 +112,24 @@ def main() -> None:
     hf_logging.disable_progress_bar()
 
     arms, shared = parse_arms(args.arm), ["--train.progress", "false", *shlex.split(args.shared)]
-    with tempfile.TemporaryDirectory() as tmp:
-        log = Path(args.log or Path(tmp) / "arms.jsonl")
+    with tempfile.TemporaryDirectory() as scratch:
+        tmp = Path(args.work or scratch)
+        log = Path(args.log or tmp / "arms.jsonl")
         done = [json.loads(line) for line in log.read_text().splitlines()] if log.is_file() else []
         for seed in [int(s) for s in args.seeds.split(",")]:
             seeded = [*shared, "--train.seed", str(seed)]
-            labelled = Path(tmp) / f"labelled-{seed}" if args.after_labelled else None
+            labelled = tmp / f"labelled-{seed}" if args.after_labelled else None
             for arm, overrides in arms.items():
                 if any(r["seed"] == seed and r["arm"] == arm for r in done):
                     continue
-                if labelled is not None and not labelled.is_dir():
-                    run_arm(args.config, [*seeded, "--adapt.method", "none"], labelled)
-                result = run_arm(args.config, [*seeded, *overrides], Path(tmp) / f"{arm}-{seed}", labelled) | {
-                    "arm": arm, "seed": seed, "overrides": " ".join(overrides)}
-                done.append(result)
-                with log.open("a", encoding="utf-8") as handle:
-                    handle.write(json.dumps(result) + "\n")
-                print(json.dumps(result), file=sys.stderr, flush=True)
+                if labelled is not None and not (labelled / "metrics.json").is_file():
+                    shutil.rmtree(labelled, ignore_errors=True)
+                    first = run_arm(args.config, [*seeded, "--adapt.method", "none"], labelled)
+                    record(done, log, first | {"arm": "labelled", "seed": seed, "overrides": "--adapt.method none"})
+                result = run_arm(args.config, [*seeded, *overrides], tmp / f"{arm}-{seed}", labelled)
+                record(done, log, result | {"arm": arm, "seed": seed, "overrides": " ".join(overrides)})
     print(f"\n{Path(args.config).name}, seeds {args.seeds}, shared overrides: {' '.join(shared)}\n")
-    table(done, arms)
+    table(done, {"labelled": [], **arms} if args.after_labelled else arms)
 
 
 if __name__ == "__main__":
