@@ -43,8 +43,8 @@ from loraclf.metrics.classification import softmax
 from loraclf.rundir import atomic, layout, readers
 from loraclf.training import checkpoint
 from loraclf.training.consistency import IGNORE, ConsistencyLoss
-from loraclf.training.evaluation import predict_shared, validate
-from loraclf.training.keep import save_best
+from loraclf.training.evaluation import predict_shared
+from loraclf.training.keep import save_best, val_fields, validate_run
 from loraclf.training.loop import fit, optimization, plan_epochs, seed_everything
 from loraclf.training.state import RunContext, Trainable, TrainData, TrainState
 from loraclf.training.tracking import Trackers
@@ -115,10 +115,7 @@ def adapt(run: RunContext, data: TrainData, trainable: Trainable, state: TrainSt
         else:
             probs = softmax(_predict(run, data, trainable, target))
             record, rows = run_round(run, data, trainable, target, probs, index)
-            val = validate(trainable.model, data.val_set, data.splits.val.labels, data.label_names,
-                           run.config.train.eval_batch_size, data.pad_id, run.device, run.dtype, run.procs)
-            record |= {"val_loss": val["loss"], "val_accuracy": val["accuracy"], "val_macro_f1": val["macro_f1"],
-                       "val_micro_f1": val["micro_f1"]}
+            record |= val_fields(validate_run(run, trainable, data))
             if run.procs.main:
                 atomic.replace_folder(folder, lambda tmp: _write_round(tmp, trainable.model, record, rows))
             run.log(describe_round(record, data.label_names))
@@ -153,11 +150,14 @@ def run_round(run: RunContext, data: TrainData, trainable: Trainable, target: Ta
     """
     cfg, tc = run.config.adapt, run.config.train
     record: dict[str, Any] = {"event": "adapt", "round": index + 1, "method": cfg.method}
+    threshold = threshold_for(cfg, index)
+    if cfg.method != "entropy":
+        record["threshold"] = round(threshold, 4)
     if target.labels is not None:
         record["target_accuracy"] = float((probs.argmax(axis=1) == target.labels).mean())
     parts, part_labels, rows, loss_fn = [data.train_set], [data.train_set.labels], [], None
     if cfg.method in ("self_training", "self_training+consistency"):
-        kept = pseudo_labels(cfg, tc.seed, target, probs, index, data.label_names, record)
+        kept = pseudo_labels(cfg, threshold, tc.seed + index, target, probs, data.label_names, record)
         parts.append(target.encoded.subset(kept))
         part_labels.append(probs[kept].argmax(axis=1))
         rows = [(int(i), int(label), float(probs[i].max())) for i, label in zip(kept, part_labels[-1])]
@@ -167,7 +167,7 @@ def run_round(run: RunContext, data: TrainData, trainable: Trainable, target: Ta
         part_labels.append(np.full(len(target.encoded), IGNORE))
         record["unlabelled"] = len(target.encoded)
         loss_fn = entropy_loss(cfg.entropy_weight) if cfg.method == "entropy" else ConsistencyLoss(
-            threshold_for(cfg, index), cfg.consistency_weight, data.pad_id, data.tokenizer.mask_token_id,
+            threshold, cfg.consistency_weight, data.pad_id, data.tokenizer.mask_token_id,
             cfg.mask_rate, cfg.deletion)
     items = Encoded.concat(parts, np.concatenate(part_labels))
     started = time.perf_counter()
@@ -175,18 +175,16 @@ def run_round(run: RunContext, data: TrainData, trainable: Trainable, target: Ta
                                                        tc.seed + 1000 * (index + 1), loss_fn)
     record["train_seconds"] = round(time.perf_counter() - started, 2)
     if isinstance(loss_fn, ConsistencyLoss):
-        record["threshold"] = round(threshold_for(cfg, index), 4)
         record["consistency_confident"] = round(int(loss_fn.confident) / max(1, int(loss_fn.unlabelled)), 4)
     return record, rows
 
 
-def pseudo_labels(cfg: AdaptConfig, seed: int, target: Target, probs: np.ndarray, index: int,
+def pseudo_labels(cfg: AdaptConfig, threshold: float, seed: int, target: Target, probs: np.ndarray,
                   names: list[str], record: dict[str, Any]) -> np.ndarray:
     """The rows kept as pseudo-labelled this round (see `select`); their counts go into `record`."""
-    threshold = threshold_for(cfg, index)
-    kept = select(probs, threshold, cfg.class_ratio, seed + index)
+    kept = select(probs, threshold, cfg.class_ratio, seed)
     predicted = probs[kept].argmax(axis=1)
-    record |= {"threshold": round(threshold, 4), "confident": int((probs.max(axis=1) >= threshold).sum()),
+    record |= {"confident": int((probs.max(axis=1) >= threshold).sum()),
                "kept_per_class": {names[c]: int((predicted == c).sum()) for c in range(len(names))}}
     if target.labels is not None:
         record["pseudo_accuracy"] = float((predicted == target.labels[kept]).mean()) if len(kept) else None

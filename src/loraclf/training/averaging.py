@@ -40,10 +40,10 @@ class Average:
 
     def update(self, model: torch.nn.Module, step: int) -> None:
         """average <- d * average + (1 - d) * parameters, with d = decay_at(decay, step)."""
-        params = [p for name, p in model.named_parameters() if name in self.tensors]
-        shadow = [self.tensors[name] for name, p in model.named_parameters() if name in self.tensors]
+        pairs = [(self.tensors[name], p.detach().float()) for name, p in model.named_parameters()
+                 if name in self.tensors]
         with torch.no_grad():
-            torch._foreach_lerp_(shadow, [p.detach().float() for p in params], 1.0 - decay_at(self.decay, step))
+            torch._foreach_lerp_([a for a, _ in pairs], [p for _, p in pairs], 1.0 - decay_at(self.decay, step))
 
     def state(self) -> dict[str, torch.Tensor]:
         """The average by parameter name, as `checkpoint.trainable_state` gives parameters (in float32)."""

@@ -49,19 +49,19 @@ def validate_and_keep(run: RunContext, trainable: Trainable, plan: EpochPlan, st
     """
     clock.stop()
     tc, data, average = run.config.train, keeper.data, trainable.average
-    result = _validation(run, trainable, data)
+    result = validate_run(run, trainable, data)
     epoch = state.step / plan.steps_per_epoch
     record: dict[str, Any] = {"event": "eval", "step": state.step, "epoch": round(epoch, 3)}
+    use_average = False
     if average is not None:
         with average.applied(trainable.model):
-            averaged = _validation(run, trainable, data)
+            averaged = validate_run(run, trainable, data)
         record |= {"trained_val_" + tc.metric_for_best: result[tc.metric_for_best],
                    "ema_val_" + tc.metric_for_best: averaged[tc.metric_for_best]}
         use_average = is_better(tc.metric_for_best, averaged[tc.metric_for_best], result[tc.metric_for_best])
         record["weights"] = "ema" if use_average else "trained"
         result = averaged if use_average else result
-    record |= {"val_loss": result["loss"], "val_accuracy": result["accuracy"], "val_macro_f1": result["macro_f1"],
-               "val_micro_f1": result["micro_f1"]}
+    record |= val_fields(result)
     keeper.log(run, record)
     value = result[tc.metric_for_best]
     improved = is_better(tc.metric_for_best, value, state.best_value)
@@ -71,7 +71,7 @@ def validate_and_keep(run: RunContext, trainable: Trainable, plan: EpochPlan, st
                          f"{state.best_value:.4f} (step {state.best_step}) in {state.stale} evaluations")
     if improved:
         state.best_value, state.best_record, state.best_step = value, record, state.step
-        kept = average.applied(trainable.model) if record.get("weights") == "ema" else contextlib.nullcontext()
+        kept = average.applied(trainable.model) if use_average else contextlib.nullcontext()
         with kept:
             keeper.best_state = checkpoint.trainable_state(trainable.model)
             if run.procs.main:
@@ -87,7 +87,13 @@ def validate_and_keep(run: RunContext, trainable: Trainable, plan: EpochPlan, st
         keeper.on_eval(record)
 
 
-def _validation(run: RunContext, trainable: Trainable, data: TrainData) -> dict[str, Any]:
+def val_fields(result: dict[str, Any]) -> dict[str, float]:
+    """A validation's scores as a record's val_* fields (each a metric train.metric_for_best can pick)."""
+    return {f"val_{name}": result[name] for name in ("loss", "accuracy", "macro_f1", "micro_f1")}
+
+
+def validate_run(run: RunContext, trainable: Trainable, data: TrainData) -> dict[str, Any]:
+    """The model's metrics on the run's validation split, with the weights it holds now."""
     return validate(trainable.model, data.val_set, data.splits.val.labels, data.label_names,
                     run.config.train.eval_batch_size, data.pad_id, run.device, run.dtype, run.procs)
 
