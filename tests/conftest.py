@@ -10,6 +10,9 @@ from pathlib import Path
 
 import pytest
 
+# The suite runs offline: set before anything imports huggingface_hub, which reads it once.
+os.environ["HF_HUB_OFFLINE"] = "1"
+
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 ROBERTA = SHARED / "models" / "roberta-base"
 AGNEWS_5K = SHARED / "data" / "agnews-5k" / "train.csv"
@@ -85,12 +88,46 @@ def small_csv(tmp_path, agnews_rows):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cli(*args, stdin=None):
-    """Run the installed console script as a user would; returns (code, stdout, stderr)."""
-    env = os.environ | {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    done = subprocess.run([sys.executable, "-m", "loraclf", *map(str, args)], capture_output=True, text=True,
-                          input=stdin, env=env, cwd=ROOT)
-    return done.returncode, done.stdout, done.stderr
+def cli(*args, stdin=None, process=False):
+    """`loraclf ARGS` as a user's shell sees it: (exit code, stdout, stderr), stdin a pipe.
+
+    By default in this process, through the console script's own `main`: a fresh interpreter pays seconds of
+    torch/transformers/peft imports per command, which the suite's few dozen commands would pay again and
+    again. Library logging is restored afterwards, as the next process would start with it. `process=True` runs
+    `python -m loraclf` for what only a process shows (the entry point, a traceback's absence on stderr)."""
+    argv = [str(a) for a in args]
+    if process:
+        env = os.environ | {"TOKENIZERS_PARALLELISM": "false"}
+        done = subprocess.run([sys.executable, "-m", "loraclf", *argv], capture_output=True, text=True,
+                              input=stdin, env=env, cwd=ROOT)
+        return done.returncode, done.stdout, done.stderr
+    import contextlib
+    import io
+    import warnings
+
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as hf_logging
+
+    from loraclf.cli import main
+
+    verbosity, hub_verbosity = hf_logging.get_verbosity(), hub_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    out, err, previous_stdin, cwd = io.StringIO(), io.StringIO(), sys.stdin, os.getcwd()
+    try:
+        sys.stdin = io.StringIO(stdin or "")
+        os.chdir(ROOT)  # where the console script runs in the process form, so relative paths agree
+        with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(argv)
+            except SystemExit as exc:  # --help and --version exit from argparse
+                code = exc.code
+    finally:
+        sys.stdin = previous_stdin
+        os.chdir(cwd)
+        hf_logging.set_verbosity(verbosity)
+        hub_logging.set_verbosity(hub_verbosity)
+        (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()
+    return code, out.getvalue(), err.getvalue()
 
 
 def assert_user_error(code, err, *fragments):

@@ -17,7 +17,7 @@ from loraclf.rundir import layout, readers
 from loraclf.training import checkpoint
 from loraclf.training.recipe import train
 
-from conftest import write_csv
+from conftest import assert_user_error, cli, write_csv
 from test_training import tiny_config
 
 # 120 training items in batches of 8: 15 steps an epoch, 3 epochs, a checkpoint every 4 steps.
@@ -44,10 +44,11 @@ def recipe(tmp_path, tiny_model_dir, agnews_rows):
 KILL_AT = Path(__file__).with_name("kill_at.py")
 
 
-def cli(*args, crash_at=None):
+def killed_at(crash_at, *args):
+    """`loraclf ARGS` in a process that SIGKILLs itself at `crash_at` (kill_at.py)."""
     env = os.environ | {"TOKENIZERS_PARALLELISM": "false"}
-    launcher = [str(KILL_AT), crash_at] if crash_at else ["-m", "loraclf.cli"]
-    return subprocess.run([sys.executable, *launcher, *args], env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run([sys.executable, str(KILL_AT), crash_at, *args], env=env, capture_output=True, text=True,
+                          timeout=300)
 
 
 def weights(folder):
@@ -73,23 +74,23 @@ def outcome(run_dir):
 
 def test_sigkilled_runs_resume_to_bit_equal_weights(tmp_path, recipe):
     whole, broken = tmp_path / "whole", tmp_path / "broken"
-    done = cli("train", "--config", str(recipe), "--output-dir", str(whole))
-    assert done.returncode == 0, done.stderr
+    code, _, err = cli("train", "--config", recipe, "--output-dir", whole)  # uninterrupted, in this process
+    assert code == 0, err
 
     # Killed mid-epoch in epoch 2 (step 21; the last checkpoint is step 20).
-    killed = cli("train", "--config", str(recipe), "--output-dir", str(broken), crash_at="after-step:21")
+    killed = killed_at("after-step:21", "train", "--config", str(recipe), "--output-dir", str(broken))
     assert killed.returncode == -signal.SIGKILL
     assert checkpoint.latest(broken).name == "step-000020"
 
     # Resumed, then killed halfway through writing the step-36 checkpoint (epoch 3).
-    killed = cli("train", "--resume", str(broken), crash_at="checkpoint-write:36")
+    killed = killed_at("checkpoint-write:36", "train", "--resume", str(broken))
     assert killed.returncode == -signal.SIGKILL
     assert checkpoint.latest(broken).name == "step-000032"  # the half-written one is not picked up
     assert list((broken / layout.CHECKPOINTS).glob(".step-000036.*"))
 
-    resumed = cli("train", "--resume", str(broken))
-    assert resumed.returncode == 0, resumed.stderr
-    assert "resuming from step-000032" in resumed.stdout
+    code, out, err = cli("train", "--resume", broken)
+    assert code == 0, err
+    assert "resuming from step-000032" in out
 
     assert_bit_equal(weights(whole / layout.ADAPTER), weights(broken / layout.ADAPTER))
     events_a, best_a, test_a, final_a = outcome(whole)
@@ -109,8 +110,7 @@ def test_resume_without_a_checkpoint_is_a_one_line_error(tmp_path, recipe):
     (folder / layout.CONFIG).write_text(recipe.read_text())
     with pytest.raises(UserError, match="no complete checkpoint"):
         train(readers.read_config(folder), folder, resume=True, log=lambda _: None)
-    result = cli("train", "--resume", str(tmp_path / "nowhere"))
-    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "not found" in result.stderr
+    assert_user_error(*cli("train", "--resume", tmp_path / "nowhere")[::2], "not found")
 
 
 def test_checkpoint_round_trip_restores_optimizer_scheduler_and_rng(tmp_path):

@@ -112,7 +112,7 @@ def test_submission_from_pickled_dataset(trained, tmp_path):
 def test_bad_inputs_exit_2_with_one_line(trained, tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("text,label\nok,1\nfine,9\n")
-    code, _, err = cli("evaluate", trained["run"], "--data", bad)
+    code, _, err = cli("evaluate", trained["run"], "--data", bad, process=True)  # the console script itself
     assert_user_error(code, err, str(bad), "row 2", "'label'", "9")
     code, _, err = cli("predict", tmp_path / "no-run", "hello")
     assert_user_error(code, err, "no-run")
@@ -124,7 +124,7 @@ def test_bad_inputs_exit_2_with_one_line(trained, tmp_path):
     assert code == 0 and "OVER budget" in _
     code, _, err = cli("train", "--config", trained["config"], "--output-dir", trained["run"])
     assert_user_error(code, err, "--overwrite")
-    code, _, err = cli("frobnicate")
+    code, _, err = cli("frobnicate", process=True)
     assert_user_error(code, err, "frobnicate")
 
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 from loraclf.rundir import layout
 from loraclf.training.distributed import Processes
 
-from conftest import write_csv
+from conftest import cli, write_csv
 
 
 def test_shards_cover_the_batch_and_weight_the_global_mean():
@@ -51,10 +51,10 @@ def recipe(tmp_path, tiny_model_dir, agnews_rows):
     return write
 
 
-def launch(args, processes: int, crash_at: str | None = None) -> subprocess.CompletedProcess:
+def launch(args, crash_at: str | None = None) -> subprocess.CompletedProcess:
+    """`loraclf train ARGS` as 2 processes started by torchrun."""
     program = [str(Path(__file__).with_name("kill_at.py")), crash_at] if crash_at else ["-m", "loraclf.cli"]
-    prefix = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-              "--standalone"] if processes > 1 else [sys.executable]
+    prefix = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone"]
     return subprocess.run(prefix + program + ["train", *args], capture_output=True, text=True, timeout=300)
 
 
@@ -65,9 +65,9 @@ def events(folder, kind):
 def test_two_processes_follow_the_single_process_run(tmp_path, recipe):
     config = recipe(0.0)  # no dropout: the processes' random draws would differ from one process's
     runs = tmp_path / "runs"
-    one = launch(["--config", str(config), "--output-dir", str(runs / "one")], 1)
-    assert one.returncode == 0, one.stderr[-2000:]
-    two = launch(["--config", str(config), "--output-dir", str(runs / "two")], 2)
+    code, _, err = cli("train", "--config", config, "--output-dir", runs / "one")  # one process: this one
+    assert code == 0, err[-2000:]
+    two = launch(["--config", str(config), "--output-dir", str(runs / "two")])
     assert two.returncode == 0, two.stderr[-2000:]
     assert sorted(p.name for p in runs.iterdir()) == ["one", "two"]  # one folder for both processes
     assert two.stdout.count("run folder:") == 1 and "data parallel: 2 processes" in two.stdout
@@ -88,11 +88,11 @@ def test_two_processes_follow_the_single_process_run(tmp_path, recipe):
 def test_two_processes_resume_exactly_after_a_kill(tmp_path, recipe):
     config = recipe(0.1)  # with dropout: each process's generator state must come back
     full, crashed = tmp_path / "full", tmp_path / "crashed"
-    assert launch(["--config", str(config), "--output-dir", str(full)], 2).returncode == 0
-    killed = launch(["--config", str(config), "--output-dir", str(crashed)], 2, crash_at="after-step:7")
+    assert launch(["--config", str(config), "--output-dir", str(full)]).returncode == 0
+    killed = launch(["--config", str(config), "--output-dir", str(crashed)], crash_at="after-step:7")
     assert killed.returncode != 0
     assert [p.name for p in sorted((crashed / "checkpoints").iterdir())] == ["step-000004"]
-    resumed = launch(["--resume", str(crashed)], 2)
+    resumed = launch(["--resume", str(crashed)])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     a = load_file(str(full / "adapter" / "adapter_model.safetensors"))
     b = load_file(str(crashed / "adapter" / "adapter_model.safetensors"))

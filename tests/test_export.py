@@ -58,31 +58,51 @@ def unmerged_logits(run_dir, texts):
     return Classifier.load(run_dir, device="cpu", precision="fp32", merge=False).logits(texts, 16)
 
 
-@pytest.mark.parametrize("head", ["default", "lowrank", "mean"])
-def test_merged_export_matches_the_unmerged_adapter_and_loads_without_peft(tmp_path, trained, head):
+# A plain transformers load of each folder given, in a fresh interpreter with peft and loraclf unimportable:
+# a folder's logits on the texts as one JSON line, or the error a load without remote code raised.
+PLAIN_PROBE = """
+import json, sys
+sys.modules['peft'] = sys.modules['loraclf'] = None
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+folders, texts = json.loads(sys.argv[1]), sys.argv[2:]
+for folder, remote in folders:
+    try:
+        model = AutoModelForSequenceClassification.from_pretrained(folder, trust_remote_code=remote).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder, trust_remote_code=remote)
+        print(json.dumps(model(**tokenizer(texts, return_tensors='pt', padding=True)).logits.tolist()))
+    except ValueError as exc:
+        print(json.dumps(str(exc)))
+"""
+
+
+@pytest.fixture(scope="module")
+def merged(trained, tmp_path_factory):
+    """Each head's merged export, and what one plain-transformers process made of it."""
     runs, texts = trained
-    out = export.export(runs[head], "merged", tmp_path / "merged", log=lambda _: None)
+    folder = tmp_path_factory.mktemp("merged")
+    out = {head: export.export(runs[head], "merged", folder / head, log=lambda _: None)
+           for head in ("default", "lowrank", "mean")}
+    # The mean-pooled export twice: without its own modeling code (refused), then with it.
+    loads = [[str(out["mean"]), False], *[[str(out[head]), head == "mean"] for head in out]]
+    done = subprocess.run([sys.executable, "-c", PLAIN_PROBE, json.dumps(loads), *texts[:3]], capture_output=True,
+                          text=True, timeout=180, stdin=subprocess.DEVNULL)
+    assert done.returncode == 0, done.stderr[-1500:]
+    refused, *plain = [json.loads(line) for line in done.stdout.strip().splitlines()[-4:]]
+    return out, refused, dict(zip(out, plain))
+
+
+@pytest.mark.parametrize("head", ["default", "lowrank", "mean"])
+def test_merged_export_matches_the_unmerged_adapter_and_loads_without_peft(trained, merged, head):
+    runs, texts = trained
+    out, refused, plain = merged
     reference = unmerged_logits(runs[head], texts)
-    assert np.abs(logits_of(out, texts) - reference).max() < 1e-4
+    assert np.abs(logits_of(out[head], texts) - reference).max() < 1e-4
     assert len(set(reference.argmax(1))) == 4  # a model that tells the classes apart
-    # A plain transformers load, with peft and loraclf made unimportable.
-    probe = ("import sys; sys.modules['peft'] = sys.modules['loraclf'] = None\n"
-             "from transformers import AutoModelForSequenceClassification, AutoTokenizer\n"
-             f"folder = {str(out)!r}\n"
-             "model = AutoModelForSequenceClassification.from_pretrained(folder, **REMOTE).eval()\n"
-             "tokenizer = AutoTokenizer.from_pretrained(folder, **REMOTE)\n"
-             "print(model(**tokenizer(sys.argv[1:], return_tensors='pt', padding=True)).logits.tolist())")
     if head == "mean":
         # The stock class reads the first token: without the export's own modeling code, loading refuses.
-        assert json.loads((out / manifest.MANIFEST).read_text())["pooling"] == "mean"
-        refused = subprocess.run([sys.executable, "-c", probe.replace("**REMOTE", ""), "x"], capture_output=True,
-                                 text=True, timeout=120, stdin=subprocess.DEVNULL)
-        assert refused.returncode != 0 and "trust_remote_code" in refused.stderr
-    remote = "trust_remote_code=True" if head == "mean" else ""
-    done = subprocess.run([sys.executable, "-c", probe.replace("**REMOTE", remote), *texts[:3]], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr[-1500:]
-    assert np.abs(np.array(json.loads(done.stdout.strip().splitlines()[-1])) - reference[:3]).max() < 1e-4
+        assert json.loads((out[head] / manifest.MANIFEST).read_text())["pooling"] == "mean"
+        assert "trust_remote_code" in refused
+    assert np.abs(np.array(plain[head]) - reference[:3]).max() < 1e-4
 
 
 @pytest.mark.parametrize("head", ["default", "linear", "mean"])

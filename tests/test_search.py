@@ -12,7 +12,7 @@ import yaml
 
 from loraclf.config.loading import load_config
 
-from conftest import write_csv
+from conftest import assert_user_error, cli, write_csv
 
 optuna = pytest.importorskip("optuna", reason="needs the search extra (pip install 'loraclf[search]')")
 
@@ -83,11 +83,8 @@ def test_a_killed_worker_leaves_its_trial_failed_and_the_study_completes(tmp_pat
 
 def test_a_space_entirely_over_budget_is_one_line_and_trains_nothing(tmp_path, recipe):
     study = tmp_path / "study"
-    done = subprocess.run(command(recipe, study, 3, "--budget.max_trainable", "100"), capture_output=True,
-                          text=True, timeout=300)
-    assert done.returncode == 2
-    lines = done.stderr.strip().splitlines()
-    assert len(lines) == 1 and "every configuration of the space is over budget" in lines[0]
+    code, _, err = cli(*command(recipe, study, 3, "--budget.max_trainable", "100")[3:])
+    assert_user_error(code, err, "every configuration of the space is over budget")
     assert not (study / "trials").exists() and not (study / "study.db").exists()
 
 
@@ -95,9 +92,8 @@ def test_over_budget_samples_are_rejected_untrained_and_not_counted(tmp_path, re
     # Budget 700 on the tiny model: every default head (1,188) is over it, and so is a linear head (132)
     # with most adapters; a linear head with rank 2 on query,value (644) fits.
     study = tmp_path / "study"
-    done = subprocess.run(command(recipe, study, 2, "--budget.max_trainable", "700"), capture_output=True,
-                          text=True, timeout=600)
-    assert done.returncode == 0, done.stderr[-2000:]
+    code, out, err = cli(*command(recipe, study, 2, "--budget.max_trainable", "700")[3:])
+    assert code == 0, err[-2000:]
     trials = trials_of(study)
     rejected = [t for t in trials if t.user_attrs.get("rejected") == "over budget"]
     finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
@@ -106,7 +102,7 @@ def test_over_budget_samples_are_rejected_untrained_and_not_counted(tmp_path, re
         assert t.state.name == "FAIL" and t.user_attrs["trainable"] > 700
         assert not (study / "trials" / f"trial-{t.number:04d}").exists()  # no training, no folder
     assert all(t.user_attrs["trainable"] < 700 for t in finished)
-    assert f"{len(rejected)} rejected over budget" in done.stdout.splitlines()[-2]
+    assert f"{len(rejected)} rejected over budget" in out.splitlines()[-2]
 
 
 def test_the_recipe_itself_is_the_first_trial_when_the_space_holds_it(tmp_path, recipe):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import types
 import typing
 from collections.abc import Mapping
@@ -109,13 +110,19 @@ def _unknown(key: str, known: list[str], origin: str) -> UserError:
     return UserError(f"unknown config key {key!r} (from {origin}){hint}")
 
 
+@functools.cache
+def _hints(section: type) -> dict[str, Any]:
+    # Resolving the string annotations is most of a config's load time: plan and search load hundreds.
+    return typing.get_type_hints(section)
+
+
 def _apply(config: Config, key: str, value: Any, origin: str) -> None:
     parts = key.split(".")
     sections = [f.name for f in dataclasses.fields(Config)]
     if len(parts) != 2 or parts[0] not in sections:
         raise _unknown(key, sections, origin)
     section = getattr(config, parts[0])
-    hints = typing.get_type_hints(type(section))
+    hints = _hints(type(section))
     if parts[1] not in hints:
         raise _unknown(key, list(hints), origin)
     setattr(section, parts[1], _coerce(value, hints[parts[1]], key, origin))

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
 import torch
 
@@ -18,9 +18,18 @@ from loraclf.training.averaging import Average
 from loraclf.training.distributed import Processes
 from loraclf.training.losses import Objective
 
-# A loss over a batch's logits and labels (a mean over its items) in place of the objective's; or an object with
-# `runs_model = True` and `summed(forward, batch)`, which runs the model itself (training/consistency.py).
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | Any
+
+class ModelLoss(Protocol):
+    """A loss that runs the model itself (training/consistency.py): `fit` hands it the model and each chunk's
+    batch, and it returns the chunk's loss summed over items."""
+
+    runs_model: bool
+
+    def summed(self, forward: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...
+
+
+# A loss over a batch's logits and labels (a mean over its items) in place of the objective's, or a ModelLoss.
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | ModelLoss
 
 
 @dataclass
