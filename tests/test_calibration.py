@@ -8,7 +8,15 @@ import torch
 
 from loraclf.data.splits import load_splits
 from loraclf.inference.classifier import Classifier
-from loraclf.metrics.classification import expected_calibration_error, fit_temperature, reliability, softmax
+from loraclf.metrics.classification import (
+    class_calibration_errors,
+    expected_calibration_error,
+    fit_class_temperatures,
+    fit_temperature,
+    reliability,
+    sigmoid,
+    softmax,
+)
 from loraclf.model.build import load_tokenizer
 from loraclf.rundir import layout
 from loraclf.training.recipe import train
@@ -56,6 +64,26 @@ def test_the_fitted_temperature_is_the_minimum_of_the_validation_loss():
     assert nll(t) <= min(nll(t * 0.99), nll(t * 1.01))
     assert expected_calibration_error(labels, softmax(overconfident / t)) < \
         expected_calibration_error(labels, softmax(overconfident))
+
+
+def test_multi_label_temperatures_are_each_class_s_own_minimum():
+    rng = np.random.default_rng(2)
+    true_logits = rng.normal(size=(4000, 3)) * 2
+    labels = (rng.random((4000, 3)) < sigmoid(true_logits)).astype(np.float32)
+    factors = np.array([0.5, 1.0, 3.0])  # under-, well- and over-confident classes
+    found = fit_class_temperatures(true_logits * factors, labels)
+    assert found == pytest.approx(factors.tolist(), rel=0.1)
+    # Each class's ECE, written out: over its probability bins, |share of positives - mean probability|.
+    probs = sigmoid(true_logits * factors)
+    for c, error in enumerate(class_calibration_errors(labels, probs)):
+        p, y, direct = probs[:, c], labels[:, c], 0.0
+        for b in range(15):
+            inside = (p > b / 15) & (p <= (b + 1) / 15) if b else p <= 1 / 15
+            if inside.any():
+                direct += inside.mean() * abs(y[inside].mean() - p[inside].mean())
+        assert error == pytest.approx(direct, abs=1e-6)
+    after = class_calibration_errors(labels, sigmoid(true_logits * factors / np.array(found)))
+    assert after[2] < class_calibration_errors(labels, probs)[2]
 
 
 def test_a_calibrated_run_saves_logits_divided_by_t(tmp_path, tiny_model_dir, agnews_rows):

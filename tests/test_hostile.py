@@ -134,7 +134,7 @@ def _pickle_without_flag(f, m, r):
 
 
 def _unknown_format(f, m, r):
-    return train_on(f, m, "text\tlabel\n", "train.tsv")
+    return train_on(f, m, "text,label\n", "train.xlsx")
 
 
 def _unknown_config_key(f, m, r):
@@ -262,11 +262,12 @@ CASES = [
     ("nan-text", "empty text field (NaN)", _nan_text, ["train.csv", "row 4", "'text'"]),
     ("blank-text", "text of spaces only", _empty_text, ["train.csv", "row 10", "'text'"]),
     ("non-utf8", "bytes that are not UTF-8", _non_utf8, ["train.csv", "UTF-8", "line 5"]),
-    ("huge-row", "one 10 MB text", _huge_row, ["train.csv", "line 4", "1,048,576 characters"]),
+    ("huge-row", "one 10 MB text", _huge_row,
+     ["train.csv", "line 4", "10,485,760 characters, over the limit of 1,048,576", "--data.on_bad_row skip"]),
     ("unclosed-quote", "a quote that never closes", _unclosed_quote, ["train.csv", "row 3"]),
     ("binary-csv", "a binary file named .csv", _binary_csv, ["train.csv", "binary"]),
     ("pickle", "a pickle without --allow-pickle", _pickle_without_flag, ["train.pkl", "--allow-pickle"]),
-    ("unknown-format", "a .tsv file", _unknown_format, ["train.tsv", "unknown format"]),
+    ("unknown-format", "a .xlsx file", _unknown_format, ["train.xlsx", "unknown format"]),
     ("unknown-key", "--train.lrr on the command line", _unknown_config_key, ["train.lrr", "train.lr"]),
     ("mistyped-value", "--train.epochs three", _mistyped_config_value, ["train.epochs", "three"]),
     ("quantization-bits", "--quantization.bits 3", _unsupported_bits, ["quantization.bits", "3"]),

@@ -12,6 +12,7 @@ from loraclf.cli import main
 from loraclf.deploy import export
 from loraclf.errors import UserError
 from loraclf.inference.classifier import Classifier
+from loraclf.metrics.classification import class_calibration_errors
 from loraclf.rundir import layout
 from loraclf.training.recipe import train
 
@@ -55,7 +56,7 @@ def test_multi_label_run_end_to_end(tmp_path, tiny_model_dir):
     test_rows = label_sets(48, 1)
     test_file = write_jsonl(tmp_path / "test.jsonl", test_rows)
     config = tiny_config(tiny_model_dir, train_file, epochs=10, lr=2e-2, precision="fp32", tune_thresholds=True,
-                         metric_for_best="micro_f1")
+                         metric_for_best="micro_f1", calibrate="temperature")
     config.data.task, config.data.label_column, config.data.label_names = "multi_label", "labels", NAMES
     config.data.test_size, config.data.test_file, config.data.length_filter = 0, str(test_file), None
     out = tmp_path / "run"
@@ -73,6 +74,11 @@ def test_multi_label_run_end_to_end(tmp_path, tiny_model_dir):
     assert summary["test"]["hamming_loss"] == pytest.approx(hamming_loss(truth, preds))
     assert summary["test"]["micro_f1"] > 0.8  # it learned the keywords
     assert clf.predict(texts[:3]) == [[NAMES[c] for c in np.flatnonzero(p)] for p in preds[:3]]
+    # Calibrated per class: one temperature each, folded into the saved head, whose test ECEs are the recorded ones.
+    record = summary["calibration"]
+    assert len(record["temperature"]) == 4 and min(record["temperature"]) > 0
+    assert record["test"]["class_ece_after"] == pytest.approx(class_calibration_errors(truth, probs), abs=1e-6)
+    assert record["validation"]["ece_after"] <= record["validation"]["ece_before"] + 0.02
     # The head is 4 sigmoids: dense 32x32 + out_proj 32x4, as counted before training.
     assert json.loads((out / layout.BUDGET).read_text())["head"] == 32 * 32 + 32 + 32 * 4 + 4
 

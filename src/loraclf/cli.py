@@ -29,26 +29,31 @@ PRECISION_HELP = ("auto (default): the precision the run trained in, bf16 where 
                   "fp32: full precision (may flip near-ties); exports always run in fp32")
 FOLDER_HELP = "a run folder, or a folder made by loraclf export"
 VERBOSE_HELP = "keep the warnings and log lines of transformers, peft and the hub (hidden by default)"
+CONFIG_HELP = ("a shipped recipe by name (quickstart, paper, base, competition, competition-base, best: see `loraclf "
+               "recipes`) or a recipe YAML file")
+OVERRIDES = ("Any config key can be overridden after the options as --section.key VALUE (or --section.key=VALUE), "
+             "e.g. --train.lr 1e-4 --data.train_file mine.csv; `loraclf recipes show quickstart` prints a recipe's "
+             "keys and docs/config.md lists them all.")
 
 
 def _parser() -> argparse.ArgumentParser:
     from loraclf import __version__
 
     parser = _Parser(prog="loraclf", description="LoRA text classification under a parameter budget. "
-                                                 "Config keys are overridden as --section.key VALUE.")
+                                                 "Start with `loraclf recipes`.", epilog=OVERRIDES)
     parser.add_argument("--version", action="version", version=f"loraclf {__version__}")
     parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
-    for add in (_add_train, _add_budget, _add_plan, _add_evaluate, _add_predict, _add_report, _add_search,
-                _add_serve, _add_export):
+    for add in (_add_train, _add_recipes, _add_budget, _add_plan, _add_evaluate, _add_predict, _add_report,
+                _add_search, _add_serve, _add_export):
         # SUPPRESS: a command's own default must not undo `loraclf --verbose COMMAND`.
         add(commands).add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
 
 
 def _add_train(commands) -> argparse.ArgumentParser:
-    train = commands.add_parser("train", help="fine-tune with LoRA; writes a run folder")
-    train.add_argument("--config", help="recipe YAML, e.g. configs/paper.yaml")
+    train = commands.add_parser("train", help="fine-tune with LoRA; writes a run folder", epilog=OVERRIDES)
+    train.add_argument("--config", help=CONFIG_HELP)
     train.add_argument("--resume", metavar="RUN_DIR",
                        help="continue an interrupted run from its latest checkpoint, with its own config")
     train.add_argument("--output-dir", help="run folder (default: runs/<config>-<time>)")
@@ -57,9 +62,19 @@ def _add_train(commands) -> argparse.ArgumentParser:
     return train
 
 
+def _add_recipes(commands) -> argparse.ArgumentParser:
+    recipes = commands.add_parser("recipes", help="the recipes that come with loraclf: list them, or show one",
+                                  epilog="`loraclf recipes show NAME > mine.yaml`, edit it, then "
+                                         "`loraclf train --config mine.yaml`.")
+    recipes.add_argument("action", nargs="?", default="list", choices=["list", "show"],
+                         help="list (default): one line each; show NAME: print a recipe")
+    recipes.add_argument("name", nargs="?", help="the recipe to show")
+    return recipes
+
+
 def _add_budget(commands) -> argparse.ArgumentParser:
-    budget = commands.add_parser("budget", help="exact trainable parameters, without weights")
-    budget.add_argument("--config", required=True, help="recipe YAML")
+    budget = commands.add_parser("budget", help="exact trainable parameters, without weights", epilog=OVERRIDES)
+    budget.add_argument("--config", required=True, help=CONFIG_HELP)
     budget.add_argument("--json", action="store_true", help="print one JSON object")
     budget.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
     return budget
@@ -67,7 +82,7 @@ def _add_budget(commands) -> argparse.ArgumentParser:
 
 def _add_plan(commands) -> argparse.ArgumentParser:
     plan = commands.add_parser("plan", help="adapter configurations that fit a parameter budget, best first")
-    plan.add_argument("--config", help="recipe YAML whose model and data to plan for (default: built-in defaults)")
+    plan.add_argument("--config", help=CONFIG_HELP + " whose model and data to plan for (default: built-in defaults)")
     plan.add_argument("--budget", type=int, help="trainable-parameter budget (default: the config's)")
     plan.add_argument("--top", type=int, default=15, help="how many to print (default 15)")
     plan.add_argument("--json", action="store_true", help="one JSON object per configuration")
@@ -138,7 +153,7 @@ def _add_report(commands) -> argparse.ArgumentParser:
 
 def _add_search(commands) -> argparse.ArgumentParser:
     search = commands.add_parser("search", help="hyperparameter search under the budget (Optuna)")
-    search.add_argument("--config", required=True, help="recipe YAML; its search: section is the space")
+    search.add_argument("--config", required=True, help=CONFIG_HELP + "; its search: section is the space")
     search.add_argument("--trials", type=int, required=True, help="complete or pruned trials the study should hold")
     search.add_argument("--study-dir", required=True, help="folder for the study, its trials and its results")
     search.add_argument("--storage", help="Optuna storage URL (default: sqlite in the study folder; "
@@ -195,13 +210,38 @@ def cmd_train(args, overrides) -> None:
                             "drop --config, --output-dir, --overwrite and overrides")
         config, output = read_config(args.resume), args.resume
     elif not args.config:
-        raise UserError("train: give --config RECIPE.yaml (or --resume RUN_DIR)")
+        from loraclf.config.recipes import names
+
+        raise UserError(f"train: give --config RECIPE, a shipped one ({', '.join(names())}) or a YAML file "
+                        "(or --resume RUN_DIR)")
     else:
         config = _config(args, overrides)
         output = args.output_dir or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     from loraclf.training.recipe import train  # torch and PEFT load only once the config checked out
 
-    train(config, output, overwrite=args.overwrite, resume=bool(args.resume), command=args.command_line)
+    train(config, output, overwrite=args.overwrite, resume=bool(args.resume), command=args.command_line,
+          log=_to_stderr)
+
+
+def _to_stderr(line: str) -> None:
+    """Progress and log lines go to stderr, as the README says; stdout stays for results."""
+    print(line, file=sys.stderr, flush=True)
+
+
+def cmd_recipes(args, overrides) -> None:
+    from loraclf.config import recipes
+
+    _no_overrides(overrides)
+    if args.action == "show":
+        if not args.name:
+            raise UserError(f"recipes show: name a recipe ({', '.join(recipes.names())})")
+        sys.stdout.write(recipes.show(args.name))
+        return
+    if args.name:
+        raise UserError(f"recipes: unexpected {args.name!r}; `loraclf recipes show {args.name}` prints it")
+    for name in recipes.names():
+        print(recipes.describe(name))
+    print("\nloraclf recipes show NAME prints one; loraclf train --config NAME trains it.")
 
 
 def cmd_budget(args, overrides) -> None:
@@ -407,7 +447,7 @@ def _no_overrides(overrides: list[str]) -> None:
         raise UserError(f"unexpected arguments: {' '.join(overrides)}")
 
 
-COMMANDS = {"train": cmd_train, "budget": cmd_budget, "plan": cmd_plan, "evaluate": cmd_evaluate,
+COMMANDS = {"train": cmd_train, "recipes": cmd_recipes, "budget": cmd_budget, "plan": cmd_plan, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "export": cmd_export, "report": cmd_report,
             "serve": cmd_serve, "search": cmd_search}
 

@@ -17,6 +17,7 @@ from typing import Any, Union
 
 import yaml
 
+from loraclf.config import recipes
 from loraclf.config.schema import Config
 from loraclf.errors import UserError
 
@@ -143,7 +144,9 @@ def _flatten(tree: Any, origin: str) -> dict[str, Any]:
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
-        raise UserError(f"config file {path}: not found" if not path.exists() else f"config file {path}: not a file")
+        shipped = f" (the shipped recipes: {', '.join(recipes.names())}; `loraclf recipes` lists them)"
+        raise UserError(f"config file {path}: not found{shipped}" if not path.exists()
+                        else f"config file {path}: not a file")
     try:
         tree = yaml.safe_load(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
@@ -189,24 +192,30 @@ def load_config(
     overrides: list[tuple[str, str]] | Mapping[str, Any] | None = None,
     tree: dict[str, Any] | None = None,
 ) -> Config:
-    """Defaults, then the YAML file (or an already-read tree), then overrides; validated.
+    """Defaults, then the YAML file (a path, or a shipped recipe's name) or an already-read tree, then
+    overrides; validated.
 
     `overrides`: {"train.epochs": 1, ...} with Python values, or the command line's
     (key, raw text) pairs, whose text is read as YAML (`--train.lr 3e-5`).
+    A recipe's data.label_names name the classes of the recipe's own data: overrides that point it at other
+    data (data.train_file or data.dataset) without naming classes too leave them to be read off that data.
     """
     config = Config()
     if path is not None:
+        path = recipes.resolve(path)
         for key, value in _flatten(read_yaml(path), f"config file {path}").items():
             _apply(config, key, value, str(path))
     if tree is not None:
         for key, value in _flatten(tree, "config").items():
             _apply(config, key, value, "saved config")
-    if isinstance(overrides, Mapping):
-        for key, value in overrides.items():
-            _apply(config, key, value, f"overrides[{key!r}]")
-    else:
-        for key, raw in overrides or []:
-            _apply(config, key, _parse_raw(raw), f"--{key}")
+    pairs = list(overrides.items()) if isinstance(overrides, Mapping) else \
+        [(key, _parse_raw(raw)) for key, raw in overrides or []]
+    source = (config.data.train_file, config.data.dataset)
+    for key, value in pairs:
+        _apply(config, key, value, f"overrides[{key!r}]" if isinstance(overrides, Mapping) else f"--{key}")
+    overridden = {key for key, _ in pairs}
+    if (config.data.train_file, config.data.dataset) != source and "data.label_names" not in overridden:
+        config.data.label_names = None
     config.validate()
     return config
 

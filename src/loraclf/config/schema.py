@@ -87,7 +87,8 @@ class DataConfig:
     # texts. Pairs are tokenised as the tokenizer's pair encoding, truncated longest_first.
     text_pair_column: str | None = None
     # Names of the classes in label-id order. When unset they come from the
-    # data (hub ClassLabel names, the AG News CSV layout, or sorted strings).
+    # data (hub ClassLabel names, the AG News CSV layout, or sorted strings). A recipe's names are
+    # those of its own data: pointing it at other data (data.train_file, data.dataset) unsets them.
     label_names: list[str] | None = None
     # Texts are truncated at this many tokens (training, evaluation, prediction, exports).
     max_length: int = 256
@@ -114,12 +115,24 @@ class DataConfig:
     split_seed: int = 42
     # Read pickled data files (unpickling runs code from the file: only for files you trust).
     allow_pickle: bool = False
+    # A row without a usable text or label (missing, empty, not a known class, a CSV record with the wrong
+    # number of fields, a field over 1,048,576 characters) in the training, validation or test file: error (stop,
+    # naming file, row, column and value) or skip (drop it; the run says how many, and metrics.json and the
+    # report list the first ones). The splits and the length filter come after the dropping.
+    on_bad_row: str = "error"
+    # CSV field delimiter; null: a tab for .tsv files, else the one of , ; tab | that splits the header into
+    # columns holding data.text_column (a comma where none or several do).
+    delimiter: str | None = None
+    # Text encoding of the data files (e.g. latin-1, cp1252); null: UTF-8, a byte-order mark skipped.
+    encoding: str | None = None
     # Unlabelled texts of the domain the model will be used on (same formats, text_column),
     # for the adapt section. Labels in it, where present, are never trained on: they only
     # score the pseudo-labels in the log.
     unlabelled_file: str | None = None
 
     def validate(self) -> None:
+        _choice("data.on_bad_row", self.on_bad_row, ("error", "skip"))
+        check_reading(self.delimiter, self.encoding, "--data.")
         if self.pad_to_multiple_of < 0:
             raise UserError(f"config data.pad_to_multiple_of: must be 0 or positive, got {self.pad_to_multiple_of}")
         if self.max_length < 8:
@@ -306,8 +319,9 @@ class TrainConfig:
     tune_thresholds: bool = False
     # After training: none, or temperature (fit one temperature T on the validation split and divide the
     # head's output layer by it, so every path (predict, serve, exports, plain PEFT) gives softmax(logits / T):
-    # the same labels, probabilities that mean what they say). single_label only. ECE before and after and a
-    # reliability diagram go to metrics.json, calibration.png and the report.
+    # the same labels, probabilities that mean what they say). multi_label: one temperature per class, each
+    # class's sigmoid(logit / T_c), decisions at 0.5 unchanged. ECE before and after (multi_label: per class)
+    # and a reliability diagram go to metrics.json, calibration.png and the report.
     calibrate: str = "none"
     # Weight averaging: keep an exponential moving average of the trainable parameters (LoRA and head) with this
     # decay per optimizer step (0 = off; warmed up as (1 + step) / (10 + step)). Each validation scores the
@@ -552,8 +566,6 @@ class Config:
         if self.lora.method == "adalora" and weighted:
             raise UserError("config train.class_weights/label_smoothing: AdaLoRA's orthogonal regulariser is added "
                             "to the model's own loss, which these replace; not with lora.method adalora")
-        if self.train.calibrate != "none" and self.data.task != "single_label":
-            raise UserError("config train.calibrate: applies to data.task single_label (one softmax per text)")
         if self.train.tune_thresholds and self.data.task != "multi_label":
             raise UserError("config train.tune_thresholds: applies to data.task multi_label")
         if self.adapt.method == "entropy" and self.train.grad_accum_steps > 1:
@@ -588,6 +600,25 @@ def check_long_texts(long_texts: str, stride: int, max_length: int, pair_column:
     if stride is not None and not 0 <= stride <= max_length // 2:
         raise UserError(f"config data.window_stride: must be between 0 and half of data.max_length ({max_length}), "
                         f"got {stride}")
+
+
+def check_reading(delimiter: str | None, encoding: str | None, prefix: str) -> None:
+    """A delimiter is one character; an encoding is one Python knows that writes ASCII as ASCII (files are read
+    line by line as bytes). `prefix`: how the command names the settings (--data. or --)."""
+    if delimiter is not None and (len(delimiter) != 1 or delimiter in "\"\r\n"):
+        raise UserError(f"{prefix}delimiter: expected one character such as , ; or a tab, got {delimiter!r}")
+    if encoding is None:
+        return
+    import codecs
+
+    try:
+        codecs.lookup(encoding)
+        ascii_safe = "text,label\n".encode(encoding) == b"text,label\n"
+    except LookupError:
+        raise UserError(f"{prefix}encoding: unknown encoding {encoding!r} (e.g. utf-8, latin-1, cp1252)") from None
+    if not ascii_safe:
+        raise UserError(f"{prefix}encoding: {encoding!r} does not write ASCII as one byte a character (UTF-16, "
+                        "UTF-32); save the file as UTF-8")
 
 
 def window_stride(stride: int | None, max_length: int) -> int:

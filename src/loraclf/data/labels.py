@@ -2,14 +2,89 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
 
 from loraclf.config.schema import DataConfig
-from loraclf.data.sources import is_int, load_hub, missing_text, read_file
-from loraclf.data.tables import Schema, Table
+from loraclf.data.sources import is_int, load_hub, missing_text, read_table, row_text_problem
+from loraclf.data.tables import Schema, Table, pick
 from loraclf.errors import UserError
+
+# How many bad rows a run records by number and reason (all are counted).
+FIRST_BAD_ROWS = 10
+
+
+@dataclass
+class Dropped:
+    """The bad rows data.on_bad_row skip dropped from one source: how many, and the first ones' messages."""
+
+    source: str
+    count: int
+    first: list[str]
+
+    def describe(self) -> str:
+        return f"{self.source}: skipped {self.count:,} bad row{'s' * (self.count != 1)} (data.on_bad_row skip); " \
+               f"the first: {self.first[0]}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def usable_rows(table: Table, schema: Schema, label_names: list[str] | None,
+                on_bad_row: str = "error") -> tuple[Table, Dropped | None]:
+    """The rows of `table` with a usable text and label (a class of `label_names` where given). on_bad_row error:
+    the first bad row is the error; skip: bad rows are dropped and counted."""
+    if not table.texts:
+        raise UserError(f"{table.source}: no rows")
+    by_name = None if label_names is None else {name: k for k, name in enumerate(label_names)}
+    bad, keep = [], []
+    for i in range(len(table.texts)):
+        problem = row_text_problem(table, i, schema) or label_problem(table, i, schema, by_name)
+        if problem and on_bad_row == "error":
+            raise UserError(f"{problem} ({schema.option('on_bad_row')} skip drops such rows)")
+        if problem:
+            bad.append(problem)
+        else:
+            keep.append(i)
+    if not bad:
+        return table, None
+    if not keep:
+        raise UserError(f"{table.source}: every one of its {len(table.texts):,} rows is bad; the first: {bad[0]}")
+    kept = Table(table.source, pick(table.texts, keep), pick(table.raw_labels, keep), table.label_names,
+                 pick(table.lines, keep))
+    return kept, Dropped(table.source, len(bad), bad[:FIRST_BAD_ROWS])
+
+
+def label_problem(table: Table, i: int, schema: Schema, by_name: dict[str, int] | None) -> str | None:
+    """What is wrong with row i's label (None: nothing, or no label column at all): missing, negative, or not one
+    of the classes (`by_name`: class name -> id) where they are known."""
+    if table.raw_labels is None:
+        return None
+    try:
+        values = _row_labels(table, i, schema)
+    except UserError as exc:  # a 0/1 column's cell that is neither
+        return str(exc)
+    raw, where = table.raw_labels[i], f"{table.where(i)}, column {schema.label_where!r}"
+    if None in values:
+        return f"{where}: missing label ({raw!r})"
+    if schema.task == "multi_label" and not values and not schema.allow_empty:
+        return f"{where}: no label ({raw!r}); set data.allow_empty_labels true if a text may belong to no class"
+    for value in values:
+        if by_name is None:
+            if isinstance(value, int) and value < 0:
+                return f"{where}: negative label {value}"
+            continue
+        label = by_name.get(value) if isinstance(value, str) else value
+        if label is None or not 0 <= label < len(by_name):
+            return f"{where}: label {value if schema.task == 'multi_label' else raw!r} is not {_classes(list(by_name))}"
+    return None
+
+
+def _classes(label_names: list[str]) -> str:
+    shown = label_names if len(label_names) <= 12 else [*label_names[:10], "..."]
+    return f"a class id 0-{len(label_names) - 1} or one of the {len(label_names)} classes {shown}"
 
 
 def label_names_of(data: DataConfig) -> list[str]:
@@ -20,9 +95,10 @@ def label_names_of(data: DataConfig) -> list[str]:
         return list(data.label_columns)
     schema = Schema.of(data)
     if data.train_file:
-        table = read_file(data.train_file, schema, data.allow_pickle)
+        table = read_table(data.train_file, schema, data.allow_pickle)
     else:
         table = load_hub(data.dataset, schema)["train"]
+    table, _ = usable_rows(table, schema, None, data.on_bad_row)
     return infer_label_names(table, None, schema)
 
 

@@ -20,6 +20,7 @@ from loraclf.errors import UserError
 
 FORMATS = {
     ".csv": "csv",
+    ".tsv": "csv",
     ".jsonl": "jsonl",
     ".ndjson": "jsonl",
     ".json": "json",
@@ -30,18 +31,29 @@ FORMATS = {
 }
 
 
-def _read_text(path: Path) -> str:
+def _read_text(path: Path, schema: Schema) -> str:
     data = path.read_bytes()
     nul = data.find(b"\x00")
     if nul >= 0:
         line = data.count(b"\n", 0, nul) + 1
-        raise UserError(f"{path}: line {line}: NUL byte at offset {nul}; a binary file, not text")
+        raise UserError(f"{path}: line {line}: NUL byte at offset {nul}; {_binary(data[:nul + 1])}")
     try:
-        return data.decode("utf-8-sig")
+        return data.decode(schema.encoding or "utf-8-sig")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        bad = data[exc.start : exc.start + 4]
-        raise UserError(f"{path}: line {line}: not UTF-8 text (bytes {bad!r} at offset {exc.start})") from None
+        raise UserError(_not_decoded(path, line, data[exc.start:exc.start + 4], exc.start, schema)) from None
+
+
+def _binary(head: bytes) -> str:
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "UTF-16 text (its byte-order mark); save it as UTF-8"
+    return "a binary file, not text"
+
+
+def _not_decoded(path: Path, line: int, bad: bytes, offset: int, schema: Schema) -> str:
+    encoding = schema.encoding or "UTF-8"
+    hint = f"; set {schema.option('encoding')} (e.g. latin-1 or cp1252)" if schema.encoding is None else ""
+    return f"{path}: line {line}: not {encoding} text (bytes {bad!r} at offset {offset}){hint}"
 
 
 def missing_text(value: Any) -> bool:
@@ -52,8 +64,10 @@ def missing_text(value: Any) -> bool:
     return isinstance(value, str) and not value.strip()
 
 
-# Longer fields are almost always a quote that never closes, swallowing the rest of the file.
+# A longer field is a bad row (no text is that long): it is read, measured and skipped or refused.
 MAX_FIELD_CHARS = 2**20
+# A field past this is a quote that never closes, swallowing the rest of the file: the file cannot be read on.
+MAX_RECORD_CHARS = 2**28
 
 
 BOM = b"\xef\xbb\xbf"
@@ -64,13 +78,13 @@ class Lines:
     handed out: csv.reader pulls lines only as a record needs them, so after each record `offset` is where the
     next one starts. Bad bytes are one-line errors naming the line."""
 
-    def __init__(self, path: Path, handle, offset: int = 0, line: int = 0):
-        self.path, self.handle, self.offset, self.line = path, handle, offset, line
+    def __init__(self, path: Path, handle, offset: int = 0, line: int = 0, schema: Schema = Schema()):
+        self.path, self.handle, self.offset, self.line, self.schema = path, handle, offset, line, schema
         head = handle.read(8192) if offset == 0 else b""
         nul = head.find(b"\x00")
         if nul >= 0:  # a binary file says so before its first line fails to parse
             line = head.count(b"\n", 0, nul) + 1
-            raise UserError(f"{path}: line {line}: NUL byte at offset {nul}; a binary file, not text")
+            raise UserError(f"{path}: line {line}: NUL byte at offset {nul}; {_binary(head)}")
         handle.seek(offset)
 
     def __iter__(self):
@@ -82,36 +96,75 @@ class Lines:
             raise StopIteration
         at, self.offset = self.offset, self.offset + len(raw)
         self.line += 1
-        if self.line == 1 and raw.startswith(BOM):
+        if self.line == 1 and raw.startswith(BOM) and self.schema.encoding is None:
             raw, at = raw[len(BOM):], at + len(BOM)
         nul = raw.find(b"\x00")
         if nul >= 0:
             raise UserError(f"{self.path}: line {self.line}: NUL byte at offset {at + nul}; a binary file, not text")
         try:
-            return raw.decode("utf-8")
+            return raw.decode(self.schema.encoding or "utf-8")
         except UnicodeDecodeError as exc:
-            raise UserError(f"{self.path}: line {self.line}: not UTF-8 text (bytes "
-                            f"{raw[exc.start:exc.start + 4]!r} at offset {at + exc.start})") from None
+            raise UserError(_not_decoded(self.path, self.line, raw[exc.start:exc.start + 4], at + exc.start,
+                                         self.schema)) from None
 
 
-def csv_records(path: Path, offset: int = 0, line: int = 0) -> Iterator[tuple[list[str], int, int]]:
+DELIMITERS = (",", ";", "\t", "|")
+
+
+def delimiter_of(path: Path, schema: Schema) -> str:
+    """The CSV delimiter: data.delimiter, a tab for .tsv, else the one that splits the header into columns
+    holding the text column where exactly one does, else a comma (the AG News layout has no header)."""
+    if schema.delimiter is not None:
+        return schema.delimiter
+    if path.suffix.lower() == ".tsv":
+        return "\t"
+    with path.open("rb") as handle:
+        first = next(iter(Lines(path, handle, 0, 0, schema)), "")
+    fits = [d for d in DELIMITERS if schema.text in _header_names(first.rstrip("\r\n"), d)]
+    return fits[0] if len(fits) == 1 else ","
+
+
+def _header_names(line: str, delimiter: str) -> list[str]:
+    try:
+        return [name.strip() for name in next(csv.reader([line], delimiter=delimiter), [])]
+    except csv.Error:  # a quoted field that goes on past this line: not a header
+        return []
+
+
+def csv_records(path: Path, offset: int = 0, line: int = 0,
+                schema: Schema = Schema()) -> Iterator[tuple[list[str], int, int]]:
     """(fields, its last line, the byte offset after it) for each non-empty CSV record from `offset` on."""
-    previous_limit = csv.field_size_limit(MAX_FIELD_CHARS)
+    delimiter = delimiter_of(path, schema)
+    previous_limit = csv.field_size_limit(MAX_RECORD_CHARS)
     try:
         with path.open("rb") as handle:
-            lines = Lines(path, handle, offset, line)
-            reader = csv.reader(lines)
+            lines = Lines(path, handle, offset, line, schema)
+            reader = csv.reader(lines, delimiter=delimiter)
             try:
                 for fields in reader:
                     if fields:
                         yield fields, lines.line, lines.offset
             except csv.Error as exc:
                 if "field larger than field limit" in str(exc):
-                    raise UserError(f"{path}: line {lines.line}: a field of more than {MAX_FIELD_CHARS:,} "
-                                    "characters (a quote that never closes?)") from None
+                    raise UserError(f"{path}: line {lines.line}: a field of more than {MAX_RECORD_CHARS:,} "
+                                    "characters: a quote that never closes swallows the rest of the file") from None
                 raise UserError(f"{path}: line {lines.line}: not a readable CSV ({exc})") from None
     finally:
         csv.field_size_limit(previous_limit)
+
+
+def record_problem(where: str, fields: list[str], width: int, header: list[str] | None) -> str | None:
+    """What makes a CSV record unusable as a row (None: nothing): the wrong number of fields, or a field over
+    MAX_FIELD_CHARS characters. `header`: the columns (None: the AG News layout's)."""
+    if len(fields) != width:
+        like = "like the header" if header is not None else "(class, title, description)"
+        return f"{where}: expected {width} fields {like}, got {len(fields)}"
+    for at, value in enumerate(fields):
+        if len(value) > MAX_FIELD_CHARS:
+            column = repr(header[at]) if header is not None else at + 1
+            return (f"{where}, column {column}: a field of {len(value):,} characters, over the limit of "
+                    f"{MAX_FIELD_CHARS:,}")
+    return None
 
 
 def is_int(value: str) -> bool:
@@ -124,7 +177,7 @@ def agnews_layout(first: list[str], schema: Schema) -> bool:
 
 
 def _read_csv(path: Path, schema: Schema) -> Table:
-    records = csv_records(path)
+    records = csv_records(path, schema=schema)
     first = next(records, None)
     if first is None:
         raise UserError(f"{path}: empty file, no rows")
@@ -132,21 +185,26 @@ def _read_csv(path: Path, schema: Schema) -> Table:
         return _read_agnews_csv(path, itertools.chain([first], records))
     header = [h.strip() for h in first[0]]
     if schema.text not in header:
-        raise UserError(f"{path}: no column {schema.text!r} in the header {header} and not the AG News layout "
-                        "(no header; class, title, description); set --data.text_column")
+        found = "one column" if len(header) == 1 else f"the header {header}"
+        raise UserError(f"{path}: no column {schema.text!r} in {found} and not the AG News layout "
+                        f"(no header; class, title, description); set {schema.option('text_column')}, or "
+                        f"{schema.option('delimiter')} where the columns are not split by "
+                        f"{delimiter_of(path, schema)!r}")
     # Only the columns a Table can use are kept: a row's other fields go as it is read.
     used = {schema.text, schema.pair, schema.label, *(schema.label_columns or ())}
     columns = {name: [] for name in header if name in used}
     where = [(name, header.index(name)) for name in columns]
-    lines = []
+    lines, problems = [], {}
     for i, (fields, line, _) in enumerate(records, start=1):
-        if len(fields) != len(header):
-            raise UserError(f"{path}: row {i} (line {line}): expected {len(header)} fields like the header, "
-                            f"got {len(fields)}")
+        problem = record_problem(f"{path}: row {i} (line {line})", fields, len(header), header)
+        if problem:
+            problems[i - 1] = problem
         for name, at in where:
-            columns[name].append(fields[at])
+            columns[name].append(None if problem else fields[at])
         lines.append(line)
-    return _columns_table(str(path), header, columns.__getitem__, schema, lines=lines)
+    table = _columns_table(str(path), header, columns.__getitem__, schema, lines=lines)
+    table.problems = problems
+    return table
 
 
 def agnews_text(title: str, description: str) -> str:
@@ -155,19 +213,18 @@ def agnews_text(title: str, description: str) -> str:
 
 
 def _read_agnews_csv(path: Path, records) -> Table:
-    texts, labels, lines = [], [], []
+    texts, labels, lines, problems = [], [], [], {}
     for i, (row, line, _) in enumerate(records):
-        if len(row) != 3:
-            raise UserError(
-                f"{path}: row {i + 1} (line {line}): expected 3 fields (class, title, description), got {len(row)}"
-            )
-        klass, title, description = row
-        if not is_int(klass):
-            raise UserError(f"{path}: row {i + 1} (line {line}), column class: {klass!r} is not a class number")
-        texts.append(agnews_text(title, description))
-        labels.append(int(klass) - 1)
+        where = f"{path}: row {i + 1} (line {line})"
+        problem = record_problem(where, row, 3, None)
+        if problem is None and not is_int(row[0]):
+            problem = f"{where}, column class: {row[0]!r} is not a class number"
+        if problem:
+            problems[i] = problem
+        texts.append(None if problem else agnews_text(row[1], row[2]))
+        labels.append(None if problem else int(row[0]) - 1)
         lines.append(line)
-    return Table(str(path), texts, labels, label_names=list(AG_NEWS_LABELS), lines=lines)
+    return Table(str(path), texts, labels, label_names=list(AG_NEWS_LABELS), lines=lines, problems=problems)
 
 
 def _records_table(source: str, records: list[Any], schema: Schema, lines=None) -> Table:
@@ -188,10 +245,11 @@ def _records_table(source: str, records: list[Any], schema: Schema, lines=None) 
                           lines=lines)
 
 
-def jsonl_records(path: Path, offset: int = 0, line: int = 0) -> Iterator[tuple[Any, int, int]]:
+def jsonl_records(path: Path, offset: int = 0, line: int = 0,
+                  schema: Schema = Schema()) -> Iterator[tuple[Any, int, int]]:
     """(the value, its line, the byte offset after it) for each non-blank JSON Lines line from `offset` on."""
     with path.open("rb") as handle:
-        lines = Lines(path, handle, offset, line)
+        lines = Lines(path, handle, offset, line, schema)
         for text in lines:
             if text.strip():
                 try:
@@ -202,14 +260,14 @@ def jsonl_records(path: Path, offset: int = 0, line: int = 0) -> Iterator[tuple[
 
 def _read_jsonl(path: Path, schema: Schema) -> Table:
     records, lines = [], []
-    for record, line, _ in jsonl_records(path):
+    for record, line, _ in jsonl_records(path, schema=schema):
         records.append(record)
         lines.append(line)
     return _records_table(str(path), records, schema, lines)
 
 
 def _read_json(path: Path, schema: Schema) -> Table:
-    text = _read_text(path)
+    text = _read_text(path, schema)
     if not text.lstrip().startswith("["):
         return _read_jsonl(path, schema)
     try:
@@ -349,11 +407,22 @@ def read_table(path: str | Path, schema: Schema = Schema(), allow_pickle: bool =
 def check_texts(table: Table, schema: Schema = Schema()) -> None:
     if not table.texts:
         raise UserError(f"{table.source}: no rows")
-    for i, text in enumerate(table.texts):
-        for column, part in zip((schema.text, schema.pair), text if isinstance(text, tuple) else (text,)):
-            problem = text_problem(table.where(i), column, part)
-            if problem:
-                raise UserError(problem)
+    for i in range(len(table.texts)):
+        problem = row_text_problem(table, i, schema)
+        if problem:
+            raise UserError(problem)
+
+
+def row_text_problem(table: Table, i: int, schema: Schema = Schema()) -> str | None:
+    """What keeps row i of `table` from being read as a text (None: nothing)."""
+    if i in table.problems:
+        return table.problems[i]
+    text = table.texts[i]
+    for column, part in zip((schema.text, schema.pair), text if isinstance(text, tuple) else (text,)):
+        problem = text_problem(table.where(i), column, part)
+        if problem:
+            return problem
+    return None
 
 
 def text_problem(where: str, column: str, value: Any) -> str | None:
@@ -362,6 +431,8 @@ def text_problem(where: str, column: str, value: Any) -> str | None:
         return f"{where}, column {column!r}: empty or missing text ({value!r})"
     if not isinstance(value, str):
         return f"{where}, column {column!r}: expected text, got {value!r}"
+    if len(value) > MAX_FIELD_CHARS:
+        return f"{where}, column {column!r}: a text of {len(value):,} characters, over the limit of {MAX_FIELD_CHARS:,}"
     return None
 
 
@@ -379,7 +450,5 @@ def load_hub(dataset: str, schema: Schema) -> dict[str, Table]:
         ) from None
     tables = {}
     for name, split in splits.items():
-        table = _object_table(f"{dataset}[{name}]", split, schema)
-        check_texts(table, schema)
-        tables[name] = table
+        tables[name] = _object_table(f"{dataset}[{name}]", split, schema)
     return tables

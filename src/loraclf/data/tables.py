@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from loraclf.config.schema import DataConfig
@@ -19,12 +19,22 @@ class Schema:
     label_columns: tuple[str, ...] | None = None  # multi_label: one 0/1 column per class
     separator: str = ";"  # multi_label: what joins labels in one string field
     allow_empty: bool = False  # multi_label: rows without labels are allowed
+    delimiter: str | None = None  # CSV: None = sniffed (a tab for .tsv, else what splits the header into columns)
+    encoding: str | None = None  # None = UTF-8 (a byte-order mark is skipped)
+    # How messages name the settings above: `config` (--data.text_column, for train and budget) or `flags`
+    # (--text-column, for predict and evaluate).
+    options: str = "config"
 
     @classmethod
     def of(cls, cfg: DataConfig) -> "Schema":
         return cls(cfg.text_column, cfg.label_column, cfg.text_pair_column, cfg.task,
                    tuple(cfg.label_columns) if cfg.label_columns else None, cfg.label_separator,
-                   cfg.allow_empty_labels)
+                   cfg.allow_empty_labels, cfg.delimiter, cfg.encoding)
+
+    def option(self, key: str) -> str:
+        """The setting `key` of the data section (text_column, delimiter, encoding, ...) as the command that
+        reads this source takes it."""
+        return f"--data.{key}" if self.options == "config" else f"--{key.replace('_', '-')}"
 
     @property
     def label_where(self) -> str:
@@ -46,6 +56,9 @@ class Table:
     label_names: list[str] | None = None
     # File line of each row where the format has lines (CSV, JSONL), for error messages.
     lines: list[int] | None = None
+    # Rows that could not be read as rows at all (a CSV record with the wrong number of fields, an oversized
+    # field): row index -> the one-line message. Their text and label are None.
+    problems: dict[int, str] = field(default_factory=dict)
 
     def where(self, i: int) -> str:
         line = f" (line {self.lines[i]})" if self.lines else ""

@@ -35,6 +35,7 @@ def metrics(labels: np.ndarray, logits: np.ndarray, label_names: list[str],
     ids = list(range(len(label_names)))
     precision, recall, f1, support = skm.precision_recall_fscore_support(labels, preds, labels=ids, zero_division=0)
     loss = torch.nn.functional.cross_entropy(torch.from_numpy(logits).float(), torch.from_numpy(labels)).item()
+    confusion = skm.confusion_matrix(labels, preds, labels=ids)
     return {
         "accuracy": float(skm.accuracy_score(labels, preds)),
         "macro_f1": float(skm.f1_score(labels, preds, labels=ids, average="macro", zero_division=0)),
@@ -52,8 +53,19 @@ def metrics(labels: np.ndarray, logits: np.ndarray, label_names: list[str],
             for i, name in enumerate(label_names)
         },
         "labels": list(label_names),
-        "confusion_matrix": skm.confusion_matrix(labels, preds, labels=ids).tolist(),
+        "confusion_matrix": confusion.tolist(),
+        "confused_pairs": confused_pairs(confusion, label_names),
     }
+
+
+def confused_pairs(confusion: np.ndarray, label_names: list[str], count: int = 10) -> list[dict[str, Any]]:
+    """The `count` most frequent mistakes as (true class, predicted class, how many), most frequent first: what
+    stays readable of a confusion matrix at many classes."""
+    wrong = confusion.copy()
+    np.fill_diagonal(wrong, 0)
+    order = np.argsort(-wrong, axis=None, kind="stable")[:count]
+    return [{"label": label_names[t], "predicted": label_names[p], "count": int(wrong[t, p])}
+            for t, p in zip(*np.unravel_index(order, wrong.shape)) if wrong[t, p]]
 
 
 ECE_BINS = 15  # equal-width confidence bins, as in Guo et al. (2017) and netcal's default
@@ -89,6 +101,45 @@ def fit_temperature(logits: np.ndarray, labels: np.ndarray) -> float:
 
     found = minimize_scalar(loss, bounds=(-5.0, 5.0), method="bounded", options={"xatol": 1e-6})
     return float(np.exp(found.x))
+
+
+def fit_class_temperatures(logits: np.ndarray, labels: np.ndarray) -> list[float]:
+    """multi_label: per class, the temperature T_c minimising the binary cross-entropy of sigmoid(logits_c / T_c)
+    (searched over log T_c). A logit of 0 stays 0, so decisions at 0.5 do not change."""
+    from scipy.optimize import minimize_scalar
+
+    found = []
+    for c in range(labels.shape[1]):
+        z, y = torch.from_numpy(logits[:, c]).double(), torch.from_numpy(labels[:, c]).double()
+
+        def loss(log_t: float) -> float:
+            return torch.nn.functional.binary_cross_entropy_with_logits(z / float(np.exp(log_t)), y).item()
+
+        found.append(float(np.exp(minimize_scalar(loss, bounds=(-5.0, 5.0), method="bounded",
+                                                  options={"xatol": 1e-6}).x)))
+    return found
+
+
+def binary_reliability(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> dict[str, list]:
+    """multi_label: per probability bin, over every (text, class) pair: how many, their mean probability and the
+    share that are positive (a calibrated model's bins lie on the diagonal)."""
+    p, y = probs.ravel(), labels.ravel().astype(np.float64)
+    which = np.clip(np.ceil(p * bins).astype(int) - 1, 0, bins - 1)
+    counts = np.bincount(which, minlength=bins)
+    sums = np.bincount(which, weights=p, minlength=bins), np.bincount(which, weights=y, minlength=bins)
+    mean_p, positive = ([float(v / n) if n else None for v, n in zip(total, counts)] for total in sums)
+    return {"count": counts.tolist(), "confidence": mean_p, "accuracy": positive}
+
+
+def class_calibration_errors(labels: np.ndarray, probs: np.ndarray, bins: int = ECE_BINS) -> list[float]:
+    """multi_label: each class's binary ECE, the count-weighted mean gap between its probability and the share
+    of positives over the probability bins."""
+    errors = []
+    for c in range(labels.shape[1]):
+        table = binary_reliability(labels[:, c], probs[:, c], bins)
+        gaps = sum(n * abs(q - a) for n, q, a in zip(table["count"], table["confidence"], table["accuracy"]) if n)
+        errors.append(float(gaps / max(len(labels), 1)))
+    return errors
 
 
 def above_thresholds(probs: np.ndarray, thresholds: list[float] | None) -> np.ndarray:

@@ -66,7 +66,8 @@ def calibration_figure(record: dict[str, Any]):
     ax.set_ylim(0, 1)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    ax.set_title(f"temperature {record['temperature']:.3f}")
+    t = record["temperature"]
+    ax.set_title(f"{len(t)} per-class temperatures" if isinstance(t, list) else f"temperature {t:.3f}")
     fig.tight_layout()
     return fig
 

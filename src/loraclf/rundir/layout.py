@@ -1,6 +1,8 @@
 """The run folder's layout: every name in it, checking it before a run writes, and clearing an old run.
 
     RUN_DIR/
+      INCOMPLETE        there while the run trains: a failed or killed run keeps it (the same command reuses the
+                        folder, resuming from its checkpoint where the config is the same); gone once it finished
       config.yaml       resolved config
       labels.json       class names in id order
       versions.json     Python, torch, transformers, peft, loraclf versions, the git commit and the command
@@ -30,6 +32,7 @@ from pathlib import Path
 
 from loraclf.errors import UserError
 
+INCOMPLETE = "INCOMPLETE"
 CONFIG = "config.yaml"
 LABELS = "labels.json"
 BUDGET = "budget.json"
@@ -60,7 +63,7 @@ PSEUDO_LABELS = "pseudo_labels.csv"
 # What `loraclf evaluate` writes into a run folder, per --data file.
 EVAL_PREFIX = "eval_"
 
-RUN_FILES = (CONFIG, LABELS, BUDGET, VERSIONS, ADAPTER, TOKENIZER, BASE_MODEL, INITIAL_ADAPTER, THRESHOLDS, METRICS_LOG,
+RUN_FILES = (INCOMPLETE, CONFIG, LABELS, BUDGET, VERSIONS, ADAPTER, TOKENIZER, BASE_MODEL, INITIAL_ADAPTER, THRESHOLDS, METRICS_LOG,
              SUMMARY, TEST_METRICS, TEST_CONFUSION, CALIBRATION_PLOT, CHECKPOINTS, ADAPT, REPORT, TENSORBOARD, MLRUNS)
 
 
@@ -97,7 +100,7 @@ def prepare(output_dir: str | Path, overwrite: bool, flag: str = "--output-dir")
     path = Path(output_dir)
     if path.exists() and not path.is_dir():
         raise UserError(f"output {path}: exists and is not a folder")
-    if path.is_dir() and any(path.iterdir()) and not overwrite:
+    if path.is_dir() and any(path.iterdir()) and not overwrite and not incomplete(path):
         raise UserError(f"output {path}: folder exists and is not empty; pass --overwrite or choose another {flag}")
     existing = path
     while not existing.exists():
@@ -107,6 +110,11 @@ def prepare(output_dir: str | Path, overwrite: bool, flag: str = "--output-dir")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise UserError(f"output {path}: cannot write there ({existing} is read-only)")
     return path
+
+
+def incomplete(path: Path) -> bool:
+    """A run folder whose training started and did not finish (it failed, or was killed)."""
+    return (path / INCOMPLETE).is_file()
 
 
 def create(path: Path) -> None:

@@ -145,25 +145,7 @@ def render(run_dir: Path) -> str:
     parts.append(f'<img alt="learning curves" src="data:image/png;base64,{curves}">' if curves
                  else '<p class="muted">no training events recorded</p>')
 
-    parts.append("<h2>Test set</h2>")
-    if test:
-        parts.append(f'<img alt="confusion matrix" src="data:image/png;base64,'
-                     f'{confusion_png(test["confusion_matrix"], test["labels"])}">')
-        rows = [[name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", c["support"]]
-                + ([f"{c['threshold']:g}"] if "threshold" in c else []) for name, c in test["per_class"].items()]
-        thresholds = ["threshold"] if "thresholds" in test else []  # multi_label
-        parts.append(_table(["class", "precision", "recall", "F1", "support", *thresholds], rows, {1, 2, 3, 4, 5}))
-        mistakes = test.get("confident_mistakes") or []
-        parts.append(f"<h2>Most confident mistakes ({len(mistakes)})</h2>")
-        if mistakes:
-            parts.append(_table(["#", "true", "predicted", "confidence", "text"],
-                                [[m["index"], _joined(m["label"]), _joined(m["predicted"]),
-                                  f"{m['confidence']:.3f}", _joined(m["text"], " || ")] for m in mistakes], {0, 3}))
-        else:
-            parts.append('<p class="muted">none</p>')
-    else:
-        parts.append('<p class="muted">this run had no test set (set data.test_file or data.test_size)</p>')
-
+    parts += data_section(summary.get("bad_rows")) + test_section(test)
     parts += calibration_section(summary.get("calibration")) + evaluations_section(run_dir)
     if budget:
         parts.append("<h2>Parameters</h2>")
@@ -190,6 +172,48 @@ def render(run_dir: Path) -> str:
             f"<script>{IMAGE_CHECK}</script></body></html>\n")
 
 
+# Up to this many classes the report shows the whole confusion matrix; past it, the most confused pairs.
+MATRIX_CLASSES = 20
+
+
+def test_section(test: dict[str, Any] | None) -> list[str]:
+    """The confusion matrix (or its most confused pairs, at many classes), per-class scores worst first, and the
+    most confident mistakes."""
+    parts = ["<h2>Test set</h2>"]
+    if not test:
+        return parts + ['<p class="muted">this run had no test set (set data.test_file or data.test_size)</p>']
+    pairs = test.get("confused_pairs")
+    if len(test["labels"]) <= MATRIX_CLASSES or pairs is None:
+        parts.append(f'<img alt="confusion matrix" src="data:image/png;base64,'
+                     f'{confusion_png(test["confusion_matrix"], test["labels"])}">')
+    else:
+        parts.append(f"<h3>Most confused pairs ({len(test['labels'])} classes; the full matrix is in "
+                     f"{layout.TEST_METRICS})</h3>")
+        parts.append(_table(["true", "predicted", "texts"], [[p["label"], p["predicted"], p["count"]] for p in pairs],
+                            {2}))
+    by_f1 = sorted(test["per_class"].items(), key=lambda item: (item[1]["f1"], item[0]))
+    rows = [[name, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", c["support"]]
+            + ([f"{c['threshold']:g}"] if "threshold" in c else []) for name, c in by_f1]
+    thresholds = ["threshold"] if "thresholds" in test else []  # multi_label
+    parts.append("<h3>Per class, lowest F1 first</h3>")
+    parts.append(_table(["class", "precision", "recall", "F1", "support", *thresholds], rows, {1, 2, 3, 4, 5}))
+    mistakes = test.get("confident_mistakes") or []
+    parts.append(f"<h2>Most confident mistakes ({len(mistakes)})</h2>")
+    if not mistakes:
+        return parts + ['<p class="muted">none</p>']
+    return parts + [_table(["#", "true", "predicted", "confidence", "text"],
+                           [[m["index"], _joined(m["label"]), _joined(m["predicted"]), f"{m['confidence']:.3f}",
+                             _joined(m["text"], " || ")] for m in mistakes], {0, 3})]
+
+
+def data_section(bad_rows: list[dict[str, Any]] | None) -> list[str]:
+    """The bad rows data.on_bad_row skip dropped: how many per source, and the first ones' reasons."""
+    if not bad_rows:
+        return []
+    rows = [[d["source"], f"{d['count']:,}", "; ".join(d["first"])] for d in bad_rows]
+    return ["<h2>Bad rows skipped</h2>", _table(["source", "rows", "the first ones"], rows, {1})]
+
+
 def calibration_section(record: dict[str, Any] | None) -> list[str]:
     """train.calibrate: the temperature, ECE before and after per split, and the reliability diagram."""
     if not record:
@@ -197,8 +221,12 @@ def calibration_section(record: dict[str, Any] | None) -> list[str]:
     splits = [split for split in ("validation", "test") if split in record]
     rows = [[split, f"{record[split]['ece_before']:.4f}", f"{record[split]['ece_after']:.4f}"] for split in splits]
     figure = _png(calibration_figure(record))
-    return [f"<h2>Calibration (temperature {record['temperature']:.3f})</h2>",
-            _table(["split", "ECE before", "ECE after"], rows, {1, 2}),
+    t = record["temperature"]
+    title = f"{len(t)} per-class temperatures, {min(t):.3f}-{max(t):.3f}" if isinstance(t, list) else \
+        f"temperature {t:.3f}"
+    ece = "mean per-class ECE" if isinstance(t, list) else "ECE"
+    return [f"<h2>Calibration ({title})</h2>",
+            _table(["split", f"{ece} before", f"{ece} after"], rows, {1, 2}),
             f'<img alt="reliability diagram" src="data:image/png;base64,{figure}">']
 
 

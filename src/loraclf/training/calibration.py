@@ -1,7 +1,9 @@
 """train.calibrate temperature: one temperature, fit on the validation split, folded into the head's output layer.
 
 Folded into the weights, T needs no code on any path: the adapter, a merged or ONNX export, serve and
-plain PEFT loading all give softmax(logits / T), with the same labels as before.
+plain PEFT loading all give softmax(logits / T), with the same labels as before. A multi_label run fits one
+temperature per class (sigmoid(logit_c / T_c), each class's output row divided by its own T_c): decisions at 0.5
+stay as they were, and each class's ECE is measured on its own.
 """
 
 from __future__ import annotations
@@ -11,7 +13,16 @@ from typing import Any
 import numpy as np
 import torch
 
-from loraclf.metrics.classification import expected_calibration_error, fit_temperature, reliability, softmax
+from loraclf.metrics.classification import (
+    binary_reliability,
+    class_calibration_errors,
+    expected_calibration_error,
+    fit_class_temperatures,
+    fit_temperature,
+    reliability,
+    sigmoid,
+    softmax,
+)
 from loraclf.metrics.plots import calibration_figure, save_figure
 from loraclf.rundir import atomic, layout
 from loraclf.training import checkpoint
@@ -41,25 +52,40 @@ def calibrate(run: RunContext, data: TrainData, trainable: Trainable, state: Tra
     logits = predict_shared(trainable.model, data.val_set, run.config.train.eval_batch_size, data.pad_id,
                             run.device, run.dtype, run.procs)
     labels = data.splits.val.labels
-    temperature = fit_temperature(logits, labels)
+    temperature = fit_class_temperatures(logits, labels) if labels.ndim > 1 else fit_temperature(logits, labels)
     layer = output_layer(trainable.model, len(data.label_names))
     with torch.no_grad():
-        layer.weight.div_(temperature)
+        t = torch.tensor(temperature, dtype=layer.weight.dtype, device=layer.weight.device)
+        layer.weight.div_(t.reshape(-1, 1))
         if layer.bias is not None:
-            layer.bias.div_(temperature)
+            layer.bias.div_(t.reshape(-1))
     best_state = checkpoint.trainable_state(trainable.model)
     if run.procs.main:
         atomic.replace_folder(run.out / layout.ADAPTER,
                               lambda folder: save_best(run, data, trainable, folder, state.best_record))
     record = {"method": "temperature", "temperature": temperature,
               "validation": measured(labels, logits, temperature)}
-    run.log(f"calibrated: temperature {temperature:.3f}; validation ECE {record['validation']['ece_before']:.4f} "
-            f"-> {record['validation']['ece_after']:.4f}")
+    run.log(f"calibrated: {describe(temperature)}; validation {'mean per-class ' * (labels.ndim > 1)}ECE "
+            f"{record['validation']['ece_before']:.4f} -> {record['validation']['ece_after']:.4f}")
     return best_state, record
 
 
+def describe(temperature: float | list[float]) -> str:
+    if isinstance(temperature, list):
+        return f"{len(temperature)} per-class temperatures {min(temperature):.3f}-{max(temperature):.3f}"
+    return f"temperature {temperature:.3f}"
+
+
 def measured(labels: np.ndarray, logits: np.ndarray, temperature: float) -> dict[str, Any]:
-    """ECE and reliability of uncalibrated `logits` and of logits / temperature."""
+    """ECE and reliability of uncalibrated `logits` and of logits / temperature (multi_label: per class, their mean
+    as ece_before and ece_after)."""
+    if labels.ndim > 1:
+        before, after = sigmoid(logits), sigmoid(logits / np.asarray(temperature))
+        errors = class_calibration_errors(labels, before), class_calibration_errors(labels, after)
+        return {"ece_before": float(np.mean(errors[0])), "ece_after": float(np.mean(errors[1])),
+                "class_ece_before": errors[0], "class_ece_after": errors[1],
+                "reliability_before": binary_reliability(labels, before),
+                "reliability_after": binary_reliability(labels, after)}
     before, after = softmax(logits), softmax(logits / temperature)
     return {"ece_before": expected_calibration_error(labels, before),
             "ece_after": expected_calibration_error(labels, after),

@@ -23,7 +23,7 @@ from loraclf.model import accounting, geometric_dropout, quantize, runtime
 from loraclf.model.adapter import wrap_with_lora
 from loraclf.model.build import build_base, load_tokenizer, set_task
 from loraclf.model.runtime import autocast_dtype, grad_scaler, pick_device
-from loraclf.rundir import atomic, layout, versions
+from loraclf.rundir import atomic, layout, readers, versions
 from loraclf.training import checkpoint, distributed, tracking
 from loraclf.training.adapt import adapt
 from loraclf.training.averaging import Average
@@ -73,6 +73,8 @@ def train(config: Config, output_dir: str | Path, overwrite: bool = False,
         summary = finish(s.run, s.data, s.trainable, state, best_state, started)
         trackers.close(summary)
         procs.barrier()
+        if procs.main:
+            (s.run.out / layout.INCOMPLETE).unlink(missing_ok=True)
         return summary
     finally:
         if trackers is not None:
@@ -87,7 +89,7 @@ def setup(config: Config, output_dir: str | Path, overwrite: bool, resume: bool,
     dtype = autocast_dtype(tc.precision, device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    out, resume_from = _open_folder(procs.broadcast(str(output_dir)), overwrite, resume)
+    out, resume_from = _open_folder(procs.broadcast(str(output_dir)), overwrite, resume, config, log)
     run = RunContext(config, out, procs, device, dtype, log, resume_from)
     tracking.check_available(tc.log_to)
     # Data, then the exact budget check on the meta device before any weights load.
@@ -96,7 +98,7 @@ def setup(config: Config, output_dir: str | Path, overwrite: bool, resume: bool,
     planned = accounting.estimate(config, splits.label_names)
     accounting.enforce(planned)
     log(f"data: train {len(splits.train):,}, validation {len(splits.val):,}, "
-        f"test {len(splits.test) if splits.test else 0:,}; classes {splits.label_names}")
+        f"test {len(splits.test) if splits.test else 0:,}; {_classes(splits.label_names)}")
     log(planned.describe())
     if procs.world > 1:
         log(f"data parallel: {procs.world} processes, global batch {tc.batch_size} split between them")
@@ -126,11 +128,27 @@ def setup(config: Config, output_dir: str | Path, overwrite: bool, resume: bool,
     return Setup(run, data, trainable, plan)
 
 
-def _open_folder(output_dir: str, overwrite: bool, resume: bool) -> tuple[Path, Path | None]:
-    """The run folder (checked, not yet created) and, when resuming, its latest complete checkpoint."""
+def _classes(names: list[str]) -> str:
+    """The classes for the log: all of them where they fit on a line, else their count and the first few."""
+    if len(names) <= 12:
+        return f"classes {names}"
+    return f"{len(names)} classes: {', '.join(names[:8])}, ... (all in {layout.LABELS})"
+
+
+def _open_folder(output_dir: str, overwrite: bool, resume: bool, config: Config,
+                 log: Callable[[str], None]) -> tuple[Path, Path | None]:
+    """The run folder (checked, not yet created) and, when resuming, its latest complete checkpoint. An
+    incomplete run's folder (training started and failed) is reused: resumed where it has a checkpoint and the
+    same config, else started over."""
+    out = Path(output_dir)
+    if not resume and not overwrite and layout.incomplete(out):
+        latest = checkpoint.latest(out)
+        if latest is not None and _saved_config(out) == config.to_dict():
+            log(f"{out}: an interrupted run of this config; resuming it from {latest.name}")
+            return out, latest
+        log(f"{out}: an incomplete run (it failed or was stopped before finishing); starting it over")
     if not resume:
         return layout.prepare(output_dir, overwrite), None
-    out = Path(output_dir)
     resume_from = checkpoint.latest(out)
     if resume_from is None:
         raise UserError(f"resume {out}: no complete checkpoint in {out / layout.CHECKPOINTS}; "
@@ -138,9 +156,17 @@ def _open_folder(output_dir: str, overwrite: bool, resume: bool) -> tuple[Path, 
     return out, resume_from
 
 
+def _saved_config(out: Path) -> dict[str, Any] | None:
+    try:
+        return readers.read_config(out).to_dict()
+    except UserError:
+        return None
+
+
 def _write_run_files(config: Config, out: Path, label_names: list[str], tokenizer, command: str | None) -> None:
     layout.create(out)
     layout.clear(out)
+    (out / layout.INCOMPLETE).write_text("training started; removed when the run finishes\n", encoding="utf-8")
     save_config(config, out / layout.CONFIG)
     atomic.write_json(out / layout.LABELS, {"label_names": label_names})
     atomic.write_json(out / layout.VERSIONS, versions.versions() | {"command": command})

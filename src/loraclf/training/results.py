@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+import numpy as np
 import torch
 
 from loraclf.data.encoding import cut_note, encode
@@ -38,6 +39,7 @@ def finish(run: RunContext, data: TrainData, trainable: Trainable, state: TrainS
         "train_tokens_per_s": round(state.tokens / seconds, 2),
         "filter": vars(data.splits.filter_report) if data.splits.filter_report else None,
         "sources": data.splits.sources,
+        "bad_rows": [dropped.to_dict() for dropped in data.splits.dropped],
         "device": str(run.device),
         "processes": run.procs.world,
         "base_weight_bytes": trainable.base_bytes,
@@ -106,7 +108,7 @@ def evaluate_test(run: RunContext, data: TrainData, trainable: Trainable, best_s
     result["texts_per_s"] = round(test_set.count / seconds, 2)
     result["texts_cut"] = test_set.cut
     if calibrated is not None:  # the model's logits are already divided by T: before is logits * T
-        t = calibrated["temperature"]
+        t = np.asarray(calibrated["temperature"])  # one, or one per class
         calibrated["test"] = calibration.measured(data.splits.test.labels, logits * t, t)
     result["confident_mistakes"] = confident_mistakes(data.splits.test.texts, data.splits.test.labels, logits, label_names,
                                                       thresholds=thresholds)
