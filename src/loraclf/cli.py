@@ -101,6 +101,10 @@ def _add_long_texts(command: argparse.ArgumentParser) -> argparse.ArgumentParser
 
 def _add_inference_options(command: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """What evaluate and predict share: how the model runs and what it may read."""
+    command.add_argument("--delimiter", help="CSV field delimiter (default: the run's data.delimiter, else a tab for "
+                                             ".tsv, else the one of , ; tab | that splits the header into columns)")
+    command.add_argument("--encoding", help="text encoding of the input, e.g. latin-1 (default: the run's "
+                                            "data.encoding, else UTF-8)")
     command.add_argument("--batch-size", type=int, default=32, help="texts per forward pass (default 32)")
     command.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"], help=PRECISION_HELP)
     command.add_argument("--allow-pickle", action="store_true", help=PICKLE_HELP)
@@ -115,6 +119,9 @@ def _add_evaluate(commands) -> argparse.ArgumentParser:
                           help="labelled file (CSV, JSONL, Parquet, pickle); repeat to score several sets")
     evaluate.add_argument("--output", help="metrics JSON, with one --data (default: RUN_DIR/eval_<data>.json); "
                                            "a PNG goes beside")
+    evaluate.add_argument("--on-bad-row", default="error", choices=["error", "skip"],
+                          help="a row without a usable text or label: error (default) stops before the model loads; "
+                               "skip drops it (the result counts and lists the dropped rows)")
     return _add_inference_options(evaluate)
 
 
@@ -295,7 +302,8 @@ def cmd_evaluate(args, overrides) -> None:
 
     _no_overrides(overrides)
     about = with_long_texts(describe(args.run_dir), args.long_texts, args.window_stride)
-    inputs = labelled_files(about, args.data, args.output, args.allow_pickle)
+    inputs = labelled_files(about, args.data, args.output, args.allow_pickle, args.on_bad_row, args.delimiter,
+                            args.encoding)
     from loraclf.inference.evaluate import evaluate  # torch and PEFT load only once the files checked out
 
     results = evaluate(about, inputs, args.output, args.batch_size, args.precision, not args.unquantized)
@@ -308,6 +316,9 @@ def cmd_evaluate(args, overrides) -> None:
         note = cut_note(r["texts_cut"], r["count"], about.max_length, about.long_texts)
         if note:
             print(f"{r['data']}{note}", file=sys.stderr)
+        if r["bad_rows"]:
+            print(f"{r['data']}: skipped {r['bad_rows']['count']:,} bad rows (--on-bad-row skip); the first: "
+                  f"{r['bad_rows']['first'][0]}", file=sys.stderr)
 
 
 def cmd_predict(args, overrides) -> None:
@@ -335,7 +346,7 @@ def _predict_file(args, about) -> None:
         raise UserError("predict --engine ray: needs ray (pip install 'loraclf[ray]')")
     job = corpus.FileJob(Path(args.input), Path(args.output) if args.output else None, args.text_column,
                          args.id_column, args.on_bad_row, args.shard_rows, args.batch_size, args.submission,
-                         args.allow_pickle)
+                         args.allow_pickle, args.delimiter, args.encoding)
     options = load_options(about, args.precision, not args.unquantized)
     planned = corpus.plan(job, about, options, args.resume, args.overwrite)
 

@@ -317,7 +317,7 @@ def check_text_columns(source: str, columns: list[str], schema: Schema) -> None:
     """The text column (and the pair's second) must be among a source's `columns`."""
     for column, key in ((schema.text, "text_column"), (schema.pair, "text_pair_column")):
         if column is not None and column not in columns:
-            raise UserError(f"{source}: missing column {column!r} (has {list(columns)}); set --data.{key}")
+            raise UserError(f"{source}: missing column {column!r} (has {list(columns)}); set {schema.option(key)}")
 
 
 def _columns_table(source: str, columns: list[str], get: Callable[[str], list[Any]], schema: Schema,

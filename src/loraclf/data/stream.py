@@ -29,6 +29,7 @@ from loraclf.data.sources import (
     file_format,
     jsonl_records,
     read_table,
+    record_problem,
     text_problem,
 )
 from loraclf.data.tables import Schema, Text
@@ -129,7 +130,7 @@ class Corpus:
         """A CSV file's header (None for the AG News layout, which has none)."""
         if self.kind != "csv":
             return None
-        first = next(csv_records(self.path), ([],))[0]
+        first = next(csv_records(self.path, schema=self.schema), ([],))[0]
         if agnews_layout(first, dataclasses.replace(self.schema, task="single_label")):
             return None
         names = [h.strip() for h in first]
@@ -159,7 +160,7 @@ class Corpus:
         return self._whole_rows(mark)
 
     def _csv_rows(self, mark: Mark) -> Iterator[tuple[Mark, Row]]:
-        records = csv_records(self.path, mark.offset, mark.line)
+        records = csv_records(self.path, mark.offset, mark.line, self.schema)
         if mark.offset == 0 and self.header is not None:
             _, line, offset = next(records)
             mark = Mark(0, offset, line)
@@ -170,14 +171,12 @@ class Corpus:
             mark = Mark(row, offset, line)
 
     def _csv_row(self, i: int, fields: list[str], line: int) -> Row:
-        if self.header is None:  # AG News layout: class, title, description
-            if len(fields) != 3:
-                return Row(None, None, f"{self.path}: row {i + 1} (line {line}): expected 3 fields (class, title, "
-                                       f"description), got {len(fields)}")
+        width = 3 if self.header is None else len(self.header)  # AG News layout: class, title, description
+        problem = record_problem(f"{self.path}: row {i + 1} (line {line})", fields, width, self.header)
+        if problem:
+            return Row(None, None, problem)
+        if self.header is None:
             return self._record_row(i, {"text": agnews_text(fields[1], fields[2])}, line)
-        if len(fields) != len(self.header):
-            return Row(None, None, f"{self.path}: row {i + 1} (line {line}): expected {len(self.header)} fields "
-                                   f"like the header, got {len(fields)}")
         return self._record_row(i, dict(zip(self.header, fields)), line)
 
     def _record_row(self, i: int, record: Any, line: int | None = None) -> Row:
@@ -201,13 +200,13 @@ class Corpus:
 
     def _jsonl_rows(self, mark: Mark, raw: bool = False) -> Iterator[tuple[Mark, Any]]:
         row = mark.row
-        for record, line, offset in jsonl_records(self.path, mark.offset, mark.line):
+        for record, line, offset in jsonl_records(self.path, mark.offset, mark.line, self.schema):
             yield mark, record if raw else self._record_row(row, record, line)
             row += 1
             mark = Mark(row, offset, line)
 
     def _json_array(self) -> bool:
-        with self.path.open(encoding="utf-8-sig", errors="replace") as handle:
+        with self.path.open(encoding=self.schema.encoding or "utf-8-sig", errors="replace") as handle:
             return handle.read(4096).lstrip().startswith("[")
 
     def _parquet(self):

@@ -21,6 +21,7 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from loraclf.config.schema import check_reading
 from loraclf.data.encoding import cut_note
 from loraclf.data.stream import Corpus, Mark, Scan, Shard
 from loraclf.errors import UserError
@@ -46,6 +47,8 @@ class FileJob:
     batch_size: int = 32
     submission: bool = False
     allow_pickle: bool = False
+    delimiter: str | None = None  # default: the run's (data.delimiter), else sniffed
+    encoding: str | None = None  # default: the run's (data.encoding), else UTF-8
 
     def settings(self, about: Description, model_options: dict[str, Any]) -> dict[str, Any]:
         """Everything that shapes the output's bytes: the input as it was, the model and how it runs, the
@@ -55,7 +58,7 @@ class FileJob:
                 "model": str(Path(about.path).resolve()), "long_texts": about.long_texts,
                 "window_stride": about.window_stride, "text_column": self.text_column, "id_column": self.id_column,
                 "on_bad_row": self.on_bad_row, "shard_rows": self.shard_rows, "batch_size": self.batch_size,
-                "submission": self.submission} | {k: v for k, v in model_options.items() if k not in {
+                "submission": self.submission, "delimiter": self.delimiter, "encoding": self.encoding} | {k: v for k, v in model_options.items() if k not in {
                     "long_texts", "window_stride"}}
 
 
@@ -65,7 +68,10 @@ def open_job(job: FileJob, about: Description) -> tuple[Corpus, Layout]:
         raise UserError(f"--on-bad-row: expected error or skip, got {job.on_bad_row!r}")
     if job.shard_rows < 1 or job.batch_size < 1:
         raise UserError("--shard-rows and --batch-size: must be at least 1")
-    schema = dataclasses.replace(about.schema, text=job.text_column or about.schema.text)
+    check_reading(job.delimiter, job.encoding, "--")
+    schema = dataclasses.replace(about.schema, text=job.text_column or about.schema.text, options="flags",
+                                 delimiter=job.delimiter or about.schema.delimiter,
+                                 encoding=job.encoding or about.schema.encoding)
     corpus = Corpus(job.input, schema, job.id_column, job.allow_pickle)
     layout = layout_for(job.output, about.labels, job.submission, about.multi_label, corpus.id_column,
                         job.on_bad_row == "skip")
