@@ -88,18 +88,19 @@ def small_csv(tmp_path, agnews_rows):
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cli(*args, stdin=None, process=False):
+def cli(*args, stdin=None, process=False, cwd=None):
     """`loraclf ARGS` as a user's shell sees it: (exit code, stdout, stderr), stdin a pipe.
 
     By default in this process, through the console script's own `main`: a fresh interpreter pays seconds of
     torch/transformers/peft imports per command, which the suite's few dozen commands would pay again and
     again. Library logging is restored afterwards, as the next process would start with it. `process=True` runs
-    `python -m loraclf` for what only a process shows (the entry point, a traceback's absence on stderr)."""
+    `python -m loraclf` for what only a process shows (the entry point, a traceback's absence on stderr). `cwd`:
+    where it runs (default: the checkout's root)."""
     argv = [str(a) for a in args]
     if process:
         env = os.environ | {"TOKENIZERS_PARALLELISM": "false"}
         done = subprocess.run([sys.executable, "-m", "loraclf", *argv], capture_output=True, text=True,
-                              input=stdin, env=env, cwd=ROOT)
+                              input=stdin, env=env, cwd=cwd or ROOT)
         return done.returncode, done.stdout, done.stderr
     import contextlib
     import io
@@ -112,10 +113,10 @@ def cli(*args, stdin=None, process=False):
 
     verbosity, hub_verbosity = hf_logging.get_verbosity(), hub_logging.get_verbosity()
     bars = hf_logging.is_progress_bar_enabled()
-    out, err, previous_stdin, cwd = io.StringIO(), io.StringIO(), sys.stdin, os.getcwd()
+    out, err, previous_stdin, previous_cwd = io.StringIO(), io.StringIO(), sys.stdin, os.getcwd()
     try:
         sys.stdin = io.StringIO(stdin or "")
-        os.chdir(ROOT)  # where the console script runs in the process form, so relative paths agree
+        os.chdir(cwd or ROOT)  # where the console script runs in the process form, so relative paths agree
         with warnings.catch_warnings(), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 code = main(argv)
@@ -123,7 +124,7 @@ def cli(*args, stdin=None, process=False):
                 code = exc.code
     finally:
         sys.stdin = previous_stdin
-        os.chdir(cwd)
+        os.chdir(previous_cwd)
         hf_logging.set_verbosity(verbosity)
         hub_logging.set_verbosity(hub_verbosity)
         (hf_logging.enable_progress_bar if bars else hf_logging.disable_progress_bar)()

@@ -22,7 +22,9 @@ def test_progress_on_a_redirected_stderr_is_plain_lines(trained):
 
 
 def test_train_reports_and_writes(trained):
-    assert "length filter: kept" in trained["output"] and "test: accuracy" in trained["output"]
+    # Log lines are progress too: on stderr, as the README says.
+    assert "length filter: kept" in trained["stderr"] and "test: accuracy" in trained["stderr"]
+    assert trained["output"] == ""
     summary = json.loads((trained["run"] / "metrics.json").read_text())
     assert summary["test"]["count"] == 24
     assert (trained["run"] / "adapter" / "adapter_model.safetensors").is_file()
@@ -190,3 +192,15 @@ def test_a_missing_extra_is_a_one_line_error_naming_it(tmp_path, monkeypatch, ca
         assert main(argv) == 2
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and f"pip install 'loraclf[{extra}]'" in err, err
+
+
+def test_recipes_are_listed_and_shown():
+    code, out, err = cli("recipes")
+    assert code == 0, err
+    for name in ("quickstart", "paper", "base", "competition", "competition-base", "best"):
+        assert any(line.startswith(f"{name} ") for line in out.splitlines()), out
+    code, shown, _ = cli("recipes", "show", "paper")
+    assert code == 0 and shown == (ROOT / "configs" / "paper.yaml").read_text(encoding="utf-8")
+    assert_user_error(*cli("recipes", "show", "papr")[::2], "no recipe 'papr'", "quickstart")
+    code, helped, _ = cli("train", "--help")
+    assert code == 0 and "quickstart" in helped and "--section.key VALUE" in helped

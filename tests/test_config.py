@@ -124,3 +124,34 @@ def test_python_overrides_take_python_values():
     assert (config.train.epochs, config.lora.target_modules, config.train.lr) == (1, ["query"], 3e-5)
     with pytest.raises(UserError, match=r"overrides\['train.epochs'\]"):
         load_config(overrides={"train.epochs": "many"})
+
+
+# ------------------------------------------------------------------ shipped recipes
+
+
+def test_every_shipped_recipe_is_found_by_name_and_by_its_checkout_path(tmp_path, monkeypatch):
+    from loraclf.config import recipes
+
+    assert recipes.names() == ["base", "best", "competition", "competition-base", "paper", "quickstart"]
+    monkeypatch.chdir(tmp_path)  # outside the checkout: configs/NAME.yaml is not a file here
+    for name in recipes.names():
+        by_name = load_config(name).to_dict()
+        assert load_config(f"configs/{name}.yaml").to_dict() == by_name
+        assert load_config(f"{name}.yaml").to_dict() == by_name
+        # `recipes show` prints the very file: a copy of it loads as the same config.
+        copy = tmp_path / f"my-{name}.yaml"
+        copy.write_text(recipes.show(name), encoding="utf-8")
+        assert load_config(copy).to_dict() == by_name
+        assert recipes.describe(name).startswith(name) and "model " in recipes.describe(name)
+    with pytest.raises(UserError, match=r"config file nowhere.yaml: not found \(the shipped recipes: base, best"):
+        load_config("nowhere.yaml")
+
+
+def test_a_recipe_s_class_names_follow_its_data():
+    own = load_config("quickstart")
+    assert own.data.label_names == ["World", "Sports", "Business", "Sci/Tech"]
+    other = load_config("quickstart", [("data.train_file", "intents.csv")])
+    assert other.data.label_names is None  # read off intents.csv
+    named = load_config("quickstart", [("data.train_file", "intents.csv"), ("data.label_names", "[a, b]")])
+    assert named.data.label_names == ["a", "b"]
+    assert load_config("quickstart", {"train.epochs": 1}).data.label_names == own.data.label_names

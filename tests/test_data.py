@@ -9,7 +9,8 @@ from loraclf.data.batching import collate
 from loraclf.data.encoding import Encoded, encode
 from loraclf.data.labels import encode_labels, infer_label_names
 from loraclf.data.sources import read_file
-from loraclf.data.splits import Labelled, length_filter, load_splits, split
+from loraclf.data.splits import Labelled, length_filter, load_splits, read_labelled, split, held_out_size
+from loraclf.data.tables import Schema
 from loraclf.errors import UserError
 
 from conftest import AGNEWS_5K, AGNEWS_CANONICAL, needs_shared, write_csv
@@ -419,3 +420,89 @@ def test_segment_ids_are_padded_with_the_batch():
     batch = collate(9)([data[0], data[1]])
     assert batch["token_type_ids"].tolist() == [[0, 0, 0, 1, 1], [0, 0, 1, 0, 0]]
     assert "token_type_ids" not in collate(9)([Encoded([[0, 2]])[0]])
+
+
+# ------------------------------------------------------------------ dirty and odd files
+
+
+def _dirty_csv(path):
+    """A Banking77-style file: a text without a label, a label without a text, a row of three fields and a
+    field over the size limit, between good rows."""
+    rows = ["text,label", "card arrived,card_arrival", "my card is broken,", ",card_not_working",
+            "pin blocked,pin_blocked,extra", f"{'x' * (2**20 + 1)},pin_blocked", "where is my card,card_arrival",
+            "forgot my pin,pin_blocked", "new card please,card_arrival", "card still broken,card_not_working",
+            "pin locked,pin_blocked", "card stopped working,card_not_working"]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    return path
+
+
+def test_bad_rows_are_an_error_naming_the_row_or_skipped_and_counted(tmp_path):
+    path = _dirty_csv(tmp_path / "intents.csv")
+    cfg = DataConfig(dataset=None, train_file=str(path))
+    with pytest.raises(UserError, match=r"row 2 \(line 3\), column 'label': missing label.*--data.on_bad_row skip"):
+        read_labelled(cfg)
+    read = read_labelled(DataConfig(dataset=None, train_file=str(path), on_bad_row="skip"))
+    assert read.label_names == ["card_arrival", "card_not_working", "pin_blocked"]
+    assert read.train.texts == ["card arrived", "where is my card", "forgot my pin", "new card please",
+                                "card still broken", "pin locked", "card stopped working"]
+    assert read.train.labels.tolist() == [0, 0, 2, 0, 1, 2, 1]
+    [dropped] = read.dropped
+    assert dropped.count == 4 and len(dropped.first) == 4
+    for fragment, message in zip(["row 2 (line 3), column 'label': missing label",
+                                  "row 3 (line 4), column 'text': empty or missing text",
+                                  "row 4 (line 5): expected 2 fields like the header, got 3",
+                                  "row 5 (line 6), column 'text': a field of 1,048,577 characters, over the limit "
+                                  "of 1,048,576"], dropped.first):
+        assert fragment in message
+    assert "skipped 4 bad rows" in dropped.describe()
+
+
+def test_a_test_file_with_a_class_the_run_does_not_know(tmp_path):
+    train = write_csv(tmp_path / "train.csv", TEXTS, LABELS)
+    test = write_csv(tmp_path / "test.csv", ["Peace", "Chips"], [0, 9])
+    cfg = DataConfig(dataset=None, train_file=str(train), test_file=str(test))
+    with pytest.raises(UserError, match=r"test.csv: row 2 \(line 3\), column 'label': label '9' is not a class id 0-3"):
+        read_labelled(cfg)
+    cfg.on_bad_row = "skip"
+    read = read_labelled(cfg)
+    assert read.test.texts == ["Peace"] and read.dropped[0].count == 1
+
+
+@pytest.mark.parametrize("name, delimiter, configured", [
+    ("d.csv", ";", None), ("d.tsv", "\t", None), ("d.csv", "|", None), ("d.txt.csv", ";", ";")])
+def test_delimiters_are_sniffed_from_the_header_or_set(tmp_path, name, delimiter, configured):
+    path = tmp_path / name
+    path.write_text(f"label{delimiter}text\n2{delimiter}Stocks, again\n1{delimiter}Team wins\n", encoding="utf-8")
+    table = read_file(path, Schema(delimiter=configured))
+    assert table.texts == ["Stocks, again", "Team wins"] and table.raw_labels == ["2", "1"]
+
+
+def test_a_semicolon_file_read_as_commas_says_which_setting_to_give(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("body;label\nStocks;2\n", encoding="utf-8")  # no text column under any delimiter
+    with pytest.raises(UserError, match=r"one column.*--data.text_column.*--data.delimiter"):
+        read_file(path)
+    with pytest.raises(UserError, match=r"--text-column.*--delimiter"):
+        read_file(path, Schema(options="flags"))
+
+
+def test_encodings(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_bytes("text,label\nCaf\u00e9 prices rise,2\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"line 2: not UTF-8 text.*set --data.encoding \(e.g. latin-1"):
+        read_file(path)
+    assert read_file(path, Schema(encoding="latin-1")).texts == ["Caf\u00e9 prices rise"]
+    utf16 = tmp_path / "u.csv"
+    utf16.write_bytes("text,label\nStocks,2\n".encode("utf-16"))
+    with pytest.raises(UserError, match="UTF-16 text.*save it as UTF-8"):
+        read_file(utf16)
+    with pytest.raises(UserError, match="--data.encoding: unknown encoding 'latin-9000'"):
+        DataConfig(dataset=None, train_file="x.csv", encoding="latin-9000").validate()
+
+
+@pytest.mark.parametrize("items, asked, held_out", [(300, 1000, 60), (300, 100, 100), (20, 1000, 0)])
+def test_a_test_part_too_big_for_the_file_is_scaled_down_or_dropped(items, asked, held_out):
+    notes = []
+    size = held_out_size(asked, items, "small.csv", notes.append)
+    assert size == held_out
+    assert bool(notes) == (held_out != asked)

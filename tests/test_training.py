@@ -251,3 +251,35 @@ def test_class_weights_of_the_wrong_length_are_a_config_error(tmp_path, tiny_mod
     config = tiny_config(tiny_model_dir, small_csv, class_weights=[1.0, 2.0])
     with pytest.raises(UserError, match=r"train.class_weights: 2 weights for 4 classes"):
         train(config, tmp_path / "run", log=lambda _: None)
+
+
+def test_a_failed_run_is_marked_incomplete_and_the_same_command_reuses_it(tmp_path, tiny_model_dir, small_csv):
+    out, notes = tmp_path / "run", []
+    # A model folder without weights fails after the run folder was started.
+    config = tiny_config(tiny_model_dir, small_csv, epochs=3)
+    config.model.init = "pretrained"
+    with pytest.raises(Exception):
+        train(config, out, log=lambda _: None)
+    assert (out / layout.INCOMPLETE).is_file() and (out / layout.CONFIG).is_file()
+
+    # The same folder, no --overwrite: started over. Stopped at its second validation, after epoch 1's checkpoint.
+    config.model.init = "random"
+    evaluations = []
+
+    def stop_at_the_second(record):
+        evaluations.append(record)
+        if len(evaluations) == 2:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(config, out, log=notes.append, on_eval=stop_at_the_second)
+    assert any("incomplete run" in n and "starting it over" in n for n in notes)
+    assert (out / layout.INCOMPLETE).is_file()
+
+    # Again the same command: resumed from the checkpoint, finished, no longer marked.
+    notes.clear()
+    summary = train(config, out, log=notes.append)
+    assert any("resuming it from" in n for n in notes) and summary["steps"] == 3 * -(-summary["train_items"] // 8)
+    assert not (out / layout.INCOMPLETE).exists()
+    with pytest.raises(UserError, match="--overwrite"):  # a finished run is not reused
+        train(config, out, log=lambda _: None)

@@ -142,7 +142,7 @@ SCALED_TEST_SHARE = 0.2
 MIN_TEST_ITEMS = 5
 
 
-def test_part_size(test_size: float, n: int, source: str, log: Callable[[str], None]) -> float:
+def held_out_size(test_size: float, n: int, source: str, log: Callable[[str], None]) -> float:
     """data.test_size for a file of `n` items: as asked where the file can spare it (at most half of it), else
     scaled down to a fifth of the file, or 0 (no test part) where that is under MIN_TEST_ITEMS; each change noted."""
     wanted = int(test_size) if test_size >= 1 else math.ceil(test_size * n)
@@ -163,7 +163,7 @@ def load_splits(cfg: DataConfig, tokenizer, log: Callable[[str], None] = print) 
     for dropped in read.dropped:
         log(dropped.describe())
     train, test, sources = read.train, read.test, read.sources
-    test_size = test_part_size(cfg.test_size, len(train), sources["train"], log) if cfg.test_size else 0
+    test_size = held_out_size(cfg.test_size, len(train), sources["train"], log) if cfg.test_size else 0
     if test_size:
         train, test = split(train, test_size, cfg.split_seed, f"test part of {sources['train']}")
         sources["test"] = f"{sources['train']} (held out {len(test)})"
