@@ -76,7 +76,7 @@ def workspace(tmp_path_factory, agnews_rows):
     texts, labels = agnews_rows
     root = tmp_path_factory.mktemp("docs")
     work, shared = root / "work", root / "shared" / "data"
-    for folder in (work, shared / "agnews-5k", shared / "competition"):
+    for folder in (work, shared / "agnews-5k", shared / "competition", shared / "banking77"):
         folder.mkdir(parents=True)
     (work / "configs").symlink_to(ROOT / "configs")
     write_csv(shared / "agnews-5k" / "train.csv", texts[:72], labels[:72])
@@ -94,6 +94,13 @@ def workspace(tmp_path_factory, agnews_rows):
     with (work / "pairs.csv").open("w", newline="", encoding="utf-8") as handle:
         rows = [[texts[i], texts[i + (i % 2)], "same" if i % 2 == 0 else "other"] for i in range(64)]
         csv.writer(handle).writerows([["premise", "hypothesis", "label"], *rows])
+    intents = [("card_arrival", "where is my new card"), ("pin_blocked", "my pin is blocked"),
+               ("top_up_failed", "the top up did not go through")]
+    rows = [[f"{text} ({i})", name] for i in range(20) for name, text in intents]
+    write_csv(work / "mine.csv", *zip(*rows))
+    with (shared / "banking77" / "train.csv").open("w", newline="", encoding="utf-8") as handle:
+        csv.writer(handle).writerows([["text", "label"], *rows[:30], ["a text without a label", ""],
+                                      ["", "card_arrival"], *rows[30:]])
     import pandas as pd
 
     with (work / "test_unlabelled.pkl").open("wb") as handle:
@@ -113,5 +120,7 @@ def test_every_command_block_runs_as_written(workspace, tiny_model_dir):
                 (workspace / args[args.index("--output") + 1]).unlink(missing_ok=True)
             code, out, err = cli(*args, cwd=workspace)
             assert code == 0, f"{doc.name}: {shlex.join(words)}\n{err[-2000:]}"
+            if "--data.on_bad_row" in args:
+                assert "skipped 2 bad rows" in err, err
             ran.append(args[0])
     assert ran.count("train") >= 8 and {"evaluate", "predict", "export", "budget", "plan", "search"} <= set(ran)
