@@ -283,3 +283,13 @@ def test_a_failed_run_is_marked_incomplete_and_the_same_command_reuses_it(tmp_pa
     assert not (out / layout.INCOMPLETE).exists()
     with pytest.raises(UserError, match="--overwrite"):  # a finished run is not reused
         train(config, out, log=lambda _: None)
+
+
+def test_min_steps_gives_a_small_file_more_epochs(tmp_path, tiny_model_dir, small_csv):
+    notes = []
+    config = tiny_config(tiny_model_dir, small_csv, epochs=1, min_steps=20)
+    summary = train(config, tmp_path / "run", log=notes.append)
+    per_epoch = -(-summary["train_items"] // 8)
+    epochs = -(-20 // per_epoch)
+    assert summary["steps"] == epochs * per_epoch >= 20
+    assert any(f"so {epochs} epochs instead of 1" in n for n in notes)

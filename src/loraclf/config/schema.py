@@ -243,6 +243,9 @@ class TrainConfig:
     epochs: int = 3
     # Stop after this many optimizer steps (0 = no limit); the schedule spans them.
     max_steps: int = 0
+    # Train at least this many optimizer steps: where `epochs` passes over a small file make fewer, the run
+    # takes as many epochs as reach it, and says so (0 = off; not with max_steps).
+    min_steps: int = 0
     # Peak learning rate of AdamW.
     lr: float = 5e-4
     # Training items per optimizer step (the global batch, also across processes).
@@ -339,7 +342,7 @@ class TrainConfig:
             raise UserError(f"config train.ema: must be in [0, 1) (0 = off), got {self.ema}")
         if not 0 <= self.warmup_ratio < 1:
             raise UserError(f"config train.warmup_ratio: must be in [0, 1), got {self.warmup_ratio}")
-        for key in ("max_steps", "checkpoint_every", "chunk_cost", "early_stopping_patience"):
+        for key in ("max_steps", "min_steps", "checkpoint_every", "chunk_cost", "early_stopping_patience"):
             if getattr(self, key) < 0:
                 raise UserError(f"config train.{key}: must be 0 or positive, got {getattr(self, key)}")
         if self.keep_checkpoints < 1:

@@ -8,6 +8,7 @@ split and writes the summary and report. `train` runs them and always releases w
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -106,6 +107,11 @@ def setup(config: Config, output_dir: str | Path, overwrite: bool, resume: bool,
 
     data = TrainData(tokenizer, splits, splits.train.encoded(), splits.val.encoded())
     plan = plan_epochs(config, data.train_set, data.pad_id, tc.seed, tc.epochs, tc.max_steps)
+    if tc.min_steps and not tc.max_steps and plan.total_steps < tc.min_steps:
+        epochs = math.ceil(tc.min_steps / plan.steps_per_epoch)
+        log(f"train.min_steps {tc.min_steps}: {plan.steps_per_epoch} steps an epoch, so {epochs} epochs instead of "
+            f"{tc.epochs}")
+        plan = plan_epochs(config, data.train_set, data.pad_id, tc.seed, epochs)
     if resume_from is None and procs.main:
         _write_run_files(config, out, splits.label_names, tokenizer, command)
     model, base_bytes, initial_adapter = build_model(config, out, splits.label_names, plan.total_steps, procs,
