@@ -1,7 +1,8 @@
 """Every command block of README.md and docs/usage.md runs as written, on tiny data, so an example cannot rot.
 
 Each `loraclf` command runs in a folder laid out as a checkout is (configs/, ../shared/data/...) with tiny
-files under the names the docs use. Training commands get a tiny random model and one epoch appended (later
+files under the names the docs use. Training commands get a tiny random model and one epoch (no minimum step
+count) appended (later
 overrides win), and the hub data set is replaced by the tiny local file where the recipe would download it;
 `search` runs one trial in one worker. Nothing else of a command changes. Commands that cannot run here are
 listed with the reason (a download, a server that runs until stopped, the suite itself).
@@ -63,7 +64,7 @@ def as_run_here(words: list[str], model: Path) -> list[str]:
     if args[0] in TRAINS or args[0] in ("budget", "plan"):
         args += ["--model.name_or_path", str(model), "--model.init", "random"]
     if args[0] in TRAINS:
-        args += ["--train.epochs", "1", "--data.max_length", "32"]
+        args += ["--train.epochs", "1", "--train.min_steps", "0", "--data.max_length", "32"]
         recipe = load_config(args[args.index("--config") + 1])
         if recipe.data.train_file is None and "--data.train_file" not in args:
             args += ["--data.dataset", "null", "--data.train_file", "../shared/data/agnews-5k/train.csv"]
