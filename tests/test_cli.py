@@ -3,6 +3,7 @@
 import csv
 import json
 import pickle
+import re
 from pathlib import Path
 
 import pytest
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_progress_on_a_redirected_stderr_is_plain_lines(trained):
     # stderr is a pipe here, as in a log file or a batch job: no carriage-return bar updates.
     assert "\r" not in trained["stderr"]
-    steps = [line for line in trained["stderr"].splitlines() if line.startswith("step ")]
+    steps = [line for line in trained["stderr"].splitlines() if re.match(r"step \d+/\d+ ", line)]
     assert len(steps) == 4 and steps[-1].startswith("step 4/4 (100%): loss ") and "ETA 00:00" in steps[-1]
 
 
