@@ -205,3 +205,16 @@ def test_recipes_are_listed_and_shown():
     assert_user_error(*cli("recipes", "show", "papr")[::2], "no recipe 'papr'", "quickstart")
     code, helped, _ = cli("train", "--help")
     assert code == 0 and "quickstart" in helped and "--section.key VALUE" in helped
+
+
+def test_evaluate_reads_a_semicolon_file_and_skips_its_bad_rows_when_asked(trained, tmp_path):
+    rows = [f"{t.replace(';', ',')};{y}" for t, y in zip(trained["texts"][:6], [0, 1, 2, 3, 0, 1])]
+    path = tmp_path / "semi.csv"
+    path.write_text("text;label\n" + "\n".join(rows[:3] + ["a text with no label;"] + rows[3:]) + "\n")
+    code, _, err = cli("evaluate", trained["run"], "--data", path, "--output", tmp_path / "semi.json")
+    assert_user_error(code, err, "semi.csv: row 4 (line 5), column 'label': missing label", "--on-bad-row skip")
+    code, out, err = cli("evaluate", trained["run"], "--data", path, "--output", tmp_path / "semi.json",
+                         "--on-bad-row", "skip")
+    assert code == 0, err
+    result = json.loads((tmp_path / "semi.json").read_text())
+    assert result["count"] == 6 and result["bad_rows"]["count"] == 1 and "skipped 1 bad row (" in err

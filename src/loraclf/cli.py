@@ -119,6 +119,7 @@ def _add_evaluate(commands) -> argparse.ArgumentParser:
                           help="labelled file (CSV, JSONL, Parquet, pickle); repeat to score several sets")
     evaluate.add_argument("--output", help="metrics JSON, with one --data (default: RUN_DIR/eval_<data>.json); "
                                            "a PNG goes beside")
+    evaluate.add_argument("--text-column", help="column holding the texts (default: the run's)")
     evaluate.add_argument("--on-bad-row", default="error", choices=["error", "skip"],
                           help="a row without a usable text or label: error (default) stops before the model loads; "
                                "skip drops it (the result counts and lists the dropped rows)")
@@ -303,7 +304,7 @@ def cmd_evaluate(args, overrides) -> None:
     _no_overrides(overrides)
     about = with_long_texts(describe(args.run_dir), args.long_texts, args.window_stride)
     inputs = labelled_files(about, args.data, args.output, args.allow_pickle, args.on_bad_row, args.delimiter,
-                            args.encoding)
+                            args.encoding, args.text_column)
     from loraclf.inference.evaluate import evaluate  # torch and PEFT load only once the files checked out
 
     results = evaluate(about, inputs, args.output, args.batch_size, args.precision, not args.unquantized)
@@ -317,7 +318,8 @@ def cmd_evaluate(args, overrides) -> None:
         if note:
             print(f"{r['data']}{note}", file=sys.stderr)
         if r["bad_rows"]:
-            print(f"{r['data']}: skipped {r['bad_rows']['count']:,} bad rows (--on-bad-row skip); the first: "
+            count = r["bad_rows"]["count"]
+            print(f"{r['data']}: skipped {count:,} bad row{'s' * (count != 1)} (--on-bad-row skip); the first: "
                   f"{r['bad_rows']['first'][0]}", file=sys.stderr)
 
 

@@ -30,11 +30,13 @@ class LabelledFile:
 
 def labelled_files(about: Description, files: list[str], output: str | None = None, allow_pickle: bool = False,
                    on_bad_row: str = "error", delimiter: str | None = None,
-                   encoding: str | None = None) -> list[LabelledFile]:
-    """Each file read with the folder's schema (`delimiter` and `encoding` where given) and its labels encoded
-    with the folder's classes; a bad row stops it, or with `on_bad_row` skip is dropped (LabelledFile.dropped)."""
+                   encoding: str | None = None, text_column: str | None = None) -> list[LabelledFile]:
+    """Each file read with the folder's schema (`delimiter`, `encoding` and `text_column` where given) and its
+    labels encoded with the folder's classes; a bad row stops it, or with `on_bad_row` skip is dropped
+    (LabelledFile.dropped)."""
     check_reading(delimiter, encoding, "evaluate --")
-    schema = dataclasses.replace(about.schema, options="flags", delimiter=delimiter or about.schema.delimiter,
+    schema = dataclasses.replace(about.schema, options="flags", text=text_column or about.schema.text,
+                                 delimiter=delimiter or about.schema.delimiter,
                                  encoding=encoding or about.schema.encoding)
     if output and len(files) > 1:
         raise UserError(f"evaluate --output: names one file; with {len(files)} --data files, leave it out "
