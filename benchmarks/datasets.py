@@ -2,6 +2,7 @@
 
     python benchmarks/datasets.py --seeds 42,43,44 --arm shipped= --arm mean="--model.pooling mean"
     python benchmarks/datasets.py --datasets banking77 --seeds 42 --arm e6="--train.epochs 6"
+    python benchmarks/datasets.py --table --log runs.jsonl       # the table of the runs logged so far
 
 Each data set is a file of ../shared trained with `--config` (default: the quickstart recipe), `--shared`, the data
 set's own overrides (its file, `--data.test_size 1000`: a held-out test part, seeded by data.split_seed and so the
@@ -97,10 +98,16 @@ def main() -> None:
     parser.add_argument("--config", default="quickstart", help="a shipped recipe's name or a YAML path")
     parser.add_argument("--datasets", default=",".join(DATASETS))
     parser.add_argument("--seeds", default="42,43,44")
-    parser.add_argument("--arm", action="append", required=True, help='NAME="--key value ..." (may be empty)')
+    parser.add_argument("--arm", action="append", default=[], help='NAME="--key value ..." (may be empty)')
     parser.add_argument("--shared", default="", help="overrides every arm gets")
     parser.add_argument("--log", default=None, help="JSON lines of finished runs (default: a temporary file)")
+    parser.add_argument("--table", action="store_true", help="print the table of the runs in --log, run nothing")
     args = parser.parse_args()
+    if args.table:
+        table([json.loads(line) for line in Path(args.log).read_text().splitlines()])
+        return
+    if not args.arm:
+        parser.error("give at least one --arm (or --table --log FILE)")
 
     import warnings
 
