@@ -227,13 +227,9 @@ def cmd_train(args, overrides) -> None:
         output = args.output_dir or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
     from loraclf.training.recipe import train  # torch and PEFT load only once the config checked out
 
-    train(config, output, overwrite=args.overwrite, resume=bool(args.resume), command=args.command_line,
-          log=_to_stderr)
-
-
-def _to_stderr(line: str) -> None:
-    """Progress and log lines go to stderr, as the README says; stdout stays for results."""
-    print(line, file=sys.stderr, flush=True)
+    # The run's log lines go to stdout; progress (a bar, or a line per train record) and errors to stderr, so
+    # a bad input's stderr is its one line.
+    train(config, output, overwrite=args.overwrite, resume=bool(args.resume), command=args.command_line)
 
 
 def cmd_recipes(args, overrides) -> None:
