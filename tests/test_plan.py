@@ -71,3 +71,20 @@ def test_plan_with_no_room_says_so(tiny_model_dir, capsys):
 @pytest.mark.parametrize("bad", [["--budget", "0"], ["--top", "0"]])
 def test_plan_rejects_non_positive_numbers(bad, tiny_model_dir, capsys):
     assert main(["plan", *bad, "--model.name_or_path", str(tiny_model_dir)]) == 2
+
+
+@pytest.mark.parametrize("family", ["modernbert", "albert", "deberta-v2", "distilbert"])
+def test_the_planner_counts_every_family_exactly(tmp_path, family):
+    from families import tiny_config
+
+    tiny_config(family).save_pretrained(tmp_path)
+    config = Config()
+    config.model.name_or_path = str(tmp_path)
+    found = candidates(config, AG_NEWS_LABELS, 50_000)
+    # Only the model's own head where it has no linear/lowrank form; no layer ranges where layers are shared.
+    assert {c.head for c in found} == {"default"}
+    assert all(c.layers is None for c in found) == (family == "albert")
+    for roles in {c.targets for c in found}:
+        candidate = next(c for c in found if c.targets == roles and c.method == "lora")
+        counted = exact(config, candidate, AG_NEWS_LABELS)
+        assert (counted.lora, counted.head) == (candidate.adapter, candidate.head_params), candidate

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from loraclf.model.pooling import apply_pooling, encoder_of, masked_mean
+from loraclf.model.pooling import apply_pooling, encoder_of, masked_mean, pools_natively
 
 from families import FAMILIES, tiny_model
 
@@ -27,9 +27,16 @@ def test_mean_pooling_feeds_the_head_the_masked_mean(family):
     with torch.no_grad():
         hidden = encoder(input_ids=ids, attention_mask=mask)[0]
         apply_pooling(model, "mean")
-        pooled = encoder(input_ids=ids, attention_mask=mask)[0][:, 0]
         direct = (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True)
-        torch.testing.assert_close(pooled, direct, atol=1e-6, rtol=0)
+        if pools_natively(model.config):
+            # ModernBERT's head pools as its config says: told, not hooked (the encoder's output is untouched).
+            assert model.config.classifier_pooling == "mean"
+            torch.testing.assert_close(encoder(input_ids=ids, attention_mask=mask)[0], hidden)
+            torch.testing.assert_close(model(input_ids=ids, attention_mask=mask).logits,
+                                       model.classifier(model.head(direct)), atol=1e-6, rtol=0)
+        else:
+            pooled = encoder(input_ids=ids, attention_mask=mask)[0][:, 0]
+            torch.testing.assert_close(pooled, direct, atol=1e-6, rtol=0)
         # Padding must not move the result: the same rows without their padding give the same logits.
         logits = model(input_ids=ids, attention_mask=mask).logits
         for row in range(3):

@@ -6,7 +6,8 @@
       merged:  config.json + model.safetensors (adapter folded into the weights, head included);
                loads with AutoModelForSequenceClassification.from_pretrained, no peft needed. A mean-pooled
                run adds modeling_loraclf.py under a model type of its own: trust_remote_code=True, or a
-               refusal, never the stock class's other answers
+               refusal, never the stock class's other answers (ModernBERT pools natively: its config says
+               classifier_pooling, no code is added)
       onnx:    model.onnx (inputs input_ids, attention_mask, and token_type_ids for a text-pair model whose
                tokenizer makes them; output logits; batch and length dynamic) + config.json (labels);
                with --int8 int8 weights and int8 compute with per-row scales (onnxruntime MatMulNBits),
@@ -33,6 +34,7 @@ import torch
 from loraclf.errors import UserError
 from loraclf.inference.classifier import Classifier
 from loraclf.inference.manifest import MANIFEST, ONNX_FILE
+from loraclf.model import pooling
 from loraclf.model.heads import fold_low_rank
 from loraclf.rundir import atomic, card, layout, readers
 
@@ -98,7 +100,7 @@ def export(run_dir: str | Path, fmt: str, output: str | Path, int8: bool = False
         if fmt == "merged":
             fold_low_rank(model)  # the low-rank head as one dense layer: the stock head class loads it
             model.save_pretrained(folder)
-            if config.model.pooling == "mean":
+            if config.model.pooling == "mean" and not pooling.pools_natively(model.config):
                 write_remote_code(model, folder)
         else:
             _export_onnx(model, trained.tokenizer, folder / ONNX_FILE, trained.description.pairs, int8)

@@ -13,6 +13,7 @@ from loraclf.model.adapter import wrap_with_lora
 from loraclf.model.build import meta_model
 from loraclf.model.heads import apply_head
 from loraclf.model.quantize import logical_numel
+from loraclf.model.targets import shared_depth
 
 # Names of adapter tensors: LoRA's A/B (and DoRA's magnitudes, AdaLoRA's E), VeRA's and IA3's vectors.
 ADAPTER_MARKERS = ("lora_", "vera_lambda_", "ia3_l")
@@ -28,6 +29,8 @@ class Breakdown:
     max_trainable: int
     # The module names LoRA adapts, as resolved for the architecture (roles become names).
     targets: list[str] = field(default_factory=list)
+    # Set where the encoder runs one set of layer weights at every depth (ALBERT): how many layers deep.
+    shared_depth: int | None = None
 
     @property
     def over_by(self) -> int:
@@ -43,6 +46,8 @@ class Breakdown:
             f"LoRA {self.lora:,} + head {self.head:,} + other {self.other:,}; "
             f"budget {self.max_trainable:,}"
             + (f"; adapted: {', '.join(self.targets)}" if self.targets else "")
+            + (f"; its {self.shared_depth} layers share one set of weights, so each adapted module is one adapter "
+               "used at every layer, counted once" if self.shared_depth else "")
         )
 
 
@@ -64,8 +69,9 @@ def count(model: torch.nn.Module, max_trainable: int) -> Breakdown:
     settings = getattr(model, "peft_config", {}).get("default")
     targets = getattr(settings, "target_modules", None) or []
     # PEFT keeps a list of names as a set: report them in a stable order.
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
     return Breakdown(lora + head + other, lora, head, other, frozen, max_trainable,
-                     [targets] if isinstance(targets, str) else sorted(targets))
+                     [targets] if isinstance(targets, str) else sorted(targets), shared_depth(base))
 
 
 def estimate(config: Config, label_names: list[str]) -> Breakdown:

@@ -43,6 +43,10 @@ def peft_config(lora: LoraConfig, head_modules: list[str], total_steps: int = 1)
 
 def wrap_with_lora(model: PreTrainedModel, lora: LoraConfig, total_steps: int = 1) -> PeftModel:
     """PEFT around `model`, with `lora.target_modules` (roles or names) resolved for its architecture."""
+    depth = targets.shared_depth(model)
+    if lora.layers is not None and depth:
+        raise UserError(f"config lora.layers: {type(model).__name__} runs one set of layer weights at all {depth} "
+                        "depths, so there are no layers to choose between; set lora.layers null")
     resolved = dataclasses.replace(lora, target_modules=targets.resolve(model, lora.target_modules))
     return get_peft_model(model, peft_config(resolved, head_module_names(model), total_steps))
 

@@ -24,7 +24,7 @@ from loraclf.model.heads import apply_head, head_module_names
 
 RANKS = {"lora": (1, 2, 4, 8, 16, 32, 64), "dora": (1, 2, 4, 8, 16, 32, 64), "adalora": (2, 4, 8, 16, 32, 64),
          "vera": (64, 128, 256, 512, 1024), "ia3": (0,)}
-# Roles, resolved per architecture (targets.py): the same plan for BERT, RoBERTa, MPNet, DistilBERT, DeBERTa.
+# Roles, resolved per architecture (targets.py): the same plan for every encoder family.
 TARGET_SETS = (("attention_qkv",), ("attention_qkv", "attention_output"), ("all-linear",))
 HEADS = (("default", 0), ("lowrank", 16), ("linear", 0))
 
@@ -84,24 +84,25 @@ def candidates(config: Config, label_names: list[str], max_trainable: int) -> li
     with torch.device("meta"):
         model = AutoModelForSequenceClassification.from_config(
             base_config, trust_remote_code=config.model.trust_remote_code)
-    layers = getattr(base_config, "num_hidden_layers", None)
-    # Linear layers per encoder layer index, by name: (layer, name) -> (in, out).
-    linear = {}
-    for name, module in model.named_modules():
-        parts = name.split(".")
-        if isinstance(module, torch.nn.Linear) and "layer" in parts:
-            index = parts.index("layer")
-            if index + 1 < len(parts) and parts[index + 1].isdigit():
-                linear[(int(parts[index + 1]), name)] = (module.in_features, module.out_features)
+    # Linear layers inside the transformer layers, by name: (layer index, name) -> (in, out). A fused
+    # projection (ModernBERT's Wqkv) is one layer of its own shape, and costs r * (in + out).
+    index_of = {layer: i for i, layer in enumerate(targets.layer_names(model))}
+    linear = {(index_of[targets.layer_of(name)], name): (module.in_features, module.out_features)
+              for name, module in model.named_modules()
+              if isinstance(module, torch.nn.Linear) and targets.layer_of(name) in index_of}
     heads = {}
     for head, rank in HEADS:
         with torch.device("meta"):
-            headed = apply_head(AutoModelForSequenceClassification.from_config(
-                base_config, trust_remote_code=config.model.trust_remote_code), head, rank)
+            try:
+                headed = apply_head(AutoModelForSequenceClassification.from_config(
+                    base_config, trust_remote_code=config.model.trust_remote_code), head, rank)
+            except UserError:
+                continue  # a head layout with no linear or lowrank form (ModernBERT, ALBERT, DeBERTa)
         heads[(head, rank)] = sum(p.numel() for m in head_module_names(headed)
                                   for p in headed.get_submodule(m).parameters())
+    layers = len(index_of)
     layer_ranges: list[tuple[int, ...] | None] = [None]
-    if layers and layers > 1:
+    if layers > 1 and not targets.shared_depth(model):
         layer_ranges.append(tuple(range(layers // 2, layers)))  # the upper half
     found = []
     for roles in TARGET_SETS:

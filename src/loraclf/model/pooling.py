@@ -9,6 +9,8 @@ MPNet here) were trained with mean pooling, so their mean is the
 representation they learned to make useful; their first token is not.
 The hook adds no parameters, survives PEFT wrapping and merging (it sits on
 the encoder module, which neither replaces), and is traced into ONNX.
+ModernBERT pools in its own head (`config.classifier_pooling`): it is set to
+the run's pooling there, and no hook is added.
 """
 
 from __future__ import annotations
@@ -35,8 +37,12 @@ def _mean_into_first(encoder: torch.nn.Module, args: tuple, kwargs: dict[str, An
     output["last_hidden_state"] = hidden
     pooler = getattr(encoder, "pooler", None)
     if pooler is not None and output.get("pooler_output") is not None:
-        # BERT-style encoders pool inside their forward, from the old first token: pool again.
-        output["pooler_output"] = pooler(hidden)
+        # BERT-style encoders pool inside their forward, from the old first token: pool again. ALBERT's pooler
+        # is a bare linear layer that its forward feeds the first token, then applies pooler_activation.
+        if hasattr(encoder, "pooler_activation"):
+            output["pooler_output"] = encoder.pooler_activation(pooler(hidden[:, 0]))
+        else:
+            output["pooler_output"] = pooler(hidden)
     return output
 
 
@@ -46,9 +52,18 @@ def encoder_of(model: torch.nn.Module) -> torch.nn.Module:
     return getattr(base, base.base_model_prefix)
 
 
+def pools_natively(config: Any) -> bool:
+    """Whether the model's own head pools as its config says (ModernBERT's `classifier_pooling`, cls or mean)."""
+    return getattr(config, "classifier_pooling", None) in POOLINGS
+
+
 def apply_pooling(model: torch.nn.Module, pooling: str) -> torch.nn.Module:
-    """Make the head of `model` read `pooling` (cls: unchanged; mean: the hook above). Returns `model`."""
-    if pooling == "mean":
+    """Make the head of `model` read `pooling` (cls: unchanged; mean: the hook above). A model that pools
+    natively is told in its config instead, which its saved config and a merged export carry. Returns `model`."""
+    if pools_natively(model.config):
+        # A hub checkpoint's own choice (ModernBERT-base says mean) gives way to the run's.
+        model.config.classifier_pooling = pooling
+    elif pooling == "mean":
         encoder = encoder_of(model)
         if not getattr(encoder, "_loraclf_mean_pooling", False):
             encoder.register_forward_hook(_mean_into_first, with_kwargs=True)

@@ -1,17 +1,20 @@
 """LoRA targets by role, resolved to the module names of the architecture at hand.
 
 Encoders name the same projections differently: `query/key/value` (BERT,
-RoBERTa), `q/k/v` (MPNet), `q_lin/k_lin/v_lin` (DistilBERT),
-`query_proj/key_proj/value_proj` (DeBERTa-v2). A recipe that says
-`attention_qkv` works on all of them:
+RoBERTa, XLM-RoBERTa, ELECTRA, ALBERT), `q/k/v` (MPNet), `q_lin/k_lin/v_lin`
+(DistilBERT), `query_proj/key_proj/value_proj` (DeBERTa-v2/v3), one fused
+`Wqkv` (ModernBERT). A recipe that says `attention_qkv` works on all of them:
 
-    attention_qkv     the query, key and value projections
-    attention_output  the projection after attention (dense, o, out_lin)
-    ffn               the feed-forward layers (intermediate + output, lin1 + lin2)
+    attention_qkv     the query, key and value projections (or the one fused projection)
+    attention_output  the projection after attention (dense, o, out_lin, Wo)
+    ffn               the feed-forward layers (intermediate + output, lin1 + lin2, Wi + Wo, ffn + ffn_output)
     all-linear        all three (PEFT's name; the head, trained in full, is not adapted)
 
-Roles are read from each linear layer's path inside its transformer layer
-(`...layer.N.<path>`), so no table per model family is needed. The result
+Roles are read from the model's structure: a transformer layer is an item of a
+list of modules (`layer.N`, `layers.N`, ALBERT's `albert_layers.N`), and a
+linear layer's role is read from its path inside that item, so no table per
+model family is needed. Linear layers outside any such list (embedding
+projections, the pooler, the classification head) have no role. The result
 is the shortest list of PEFT target names (matched against the end of a
 module's name) that selects exactly the wanted modules and nothing else,
 each name modules of one role.
@@ -28,8 +31,16 @@ from loraclf.errors import UserError
 
 ROLES = ("attention_qkv", "attention_output", "ffn", "all-linear")
 QKV_NAMES = {"query", "key", "value", "q", "k", "v", "q_lin", "k_lin", "v_lin", "query_proj", "key_proj",
-             "value_proj", "q_proj", "k_proj", "v_proj"}
-_IN_LAYER = re.compile(r"^(?:.*\.)?layers?\.\d+\.(?P<path>.+)$")
+             "value_proj", "q_proj", "k_proj", "v_proj", "Wqkv", "qkv", "qkv_proj", "query_key_value"}
+# `<layer>.<path>`: the layer ends at the last numbered item of a module list, the path has no number in it.
+_IN_LAYER = re.compile(r"^(?P<layer>.+\.\d+)\.(?P<path>[^.]*[^.\d][^.]*(?:\.[^.]*[^.\d][^.]*)*)$")
+
+
+def layer_of(name: str) -> str | None:
+    """The transformer layer that holds the module called `name` (its name, such as `roberta.encoder.layer.3`),
+    or None for a module outside the layers."""
+    match = _IN_LAYER.match(name)
+    return None if match is None else match["layer"]
 
 
 def role_of(name: str) -> str | None:
@@ -61,6 +72,19 @@ def linear_names(model: torch.nn.Module) -> list[str]:
     return [name for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)]
 
 
+def layer_names(model: torch.nn.Module) -> list[str]:
+    """The transformer layers that hold linear layers, in order, each once."""
+    return list(dict.fromkeys(layer for name in linear_names(model) if (layer := layer_of(name)) is not None))
+
+
+def shared_depth(model: torch.nn.Module) -> int | None:
+    """How many layers deep the model runs, where that is more than the layers it has weights for (ALBERT runs
+    one set of layer weights 12 times: LoRA on it is one adapter, applied at every depth); else None."""
+    depth = getattr(model.config, "num_hidden_layers", None)
+    held = len(layer_names(model))
+    return depth if isinstance(depth, int) and 0 < held < depth else None
+
+
 def resolve(model: torch.nn.Module, targets: list[str]) -> list[str]:
     """`targets` (roles and/or module names) as PEFT target names for `model`; a role or name that selects
     nothing is a UserError listing the model's linear-layer names."""
@@ -77,6 +101,10 @@ def resolve(model: torch.nn.Module, targets: list[str]) -> list[str]:
     if not roles:
         return list(targets)
     wanted = {n for n in linear if role_of(n) in roles}
+    if not wanted:
+        raise UserError(f"config lora.target_modules: {targets} select no linear layer of {type(model).__name__}: "
+                        f"none lies inside a numbered list of transformer layers; name them instead "
+                        f"({', '.join(sorted({n.rsplit('.', 1)[-1] for n in linear}))})")
     wanted |= {n for n in names if any(matches(n, t) for t in plain)}
     resolved: list[str] = []
     for name in sorted(wanted, key=names.index):

@@ -48,8 +48,10 @@ def readme_hub_id(folder: Path) -> str | None:
 
 
 def render(config: Config, labels: list[str], parameters: dict[str, int], best: dict[str, Any],
-           base: str, test: dict[str, Any] | None = None, command: str | None = None) -> str:
-    """The card's Markdown: hub metadata, then what the adapter is and how to load it."""
+           base: str, test: dict[str, Any] | None = None, command: str | None = None,
+           native_pooling: bool = False) -> str:
+    """The card's Markdown: hub metadata, then what the adapter is and how to load it (`native_pooling`: the
+    model's own head pools, as ModernBERT's does)."""
     id2label = {i: name for i, name in enumerate(labels)}
     lora, tc = config.lora, config.train
     lines = ["---", "library_name: peft", "pipeline_tag: text-classification", "tags: [loraclf, lora, peft]"]
@@ -77,7 +79,7 @@ def render(config: Config, labels: list[str], parameters: dict[str, int], best: 
     if test:
         lines.append(f"- test ({test['count']:,} items): accuracy {test['accuracy']:.4f}, "
                      f"macro-F1 {test['macro_f1']:.4f}")
-    lines += ["", "## Use", ""] + use(config, labels, base)
+    lines += ["", "## Use", ""] + use(config, labels, base, native_pooling)
     if command:
         lines += ["", "## Made by", "", "```", command, "```"]
     return "\n".join(lines) + "\n"
@@ -88,8 +90,9 @@ def is_hub_id(name: str) -> bool:
     return re.fullmatch(r"[\w-][\w.-]*/[\w-][\w.-]*", name) is not None and not Path(name).exists()
 
 
-def use(config: Config, labels: list[str], base: str) -> list[str]:
-    """How to load the adapter with PEFT alone, and what plain loading would get wrong for this run."""
+def use(config: Config, labels: list[str], base: str, native_pooling: bool = False) -> list[str]:
+    """How to load the adapter with PEFT alone, and what plain loading would get wrong for this run.
+    `native_pooling`: the model pools in its own head (ModernBERT), told by `classifier_pooling`."""
     lines = []
     if config.model.head != "default":
         lines += [f"This adapter's head (`model.head {config.model.head}`) has no transformers class: loaded with "
@@ -104,12 +107,13 @@ def use(config: Config, labels: list[str], base: str) -> list[str]:
               "```python", "from peft import AutoPeftModelForSequenceClassification",
               "from transformers import AutoTokenizer", "",
               "model = AutoPeftModelForSequenceClassification.from_pretrained(",
-              f"    ADAPTER_FOLDER, num_labels={len(labels)},",
+              f"    ADAPTER_FOLDER, num_labels={len(labels)},"
+              + (f" classifier_pooling={config.model.pooling!r}," if native_pooling else ""),
               f"    id2label={id2label!r},",
               f"    label2id={label2id!r}).eval()",
               "tokenizer = AutoTokenizer.from_pretrained(ADAPTER_FOLDER)  # truncates at "
               f"{config.data.max_length} tokens, as in training"]
-    if config.model.pooling == "mean":
+    if config.model.pooling == "mean" and not native_pooling:
         lines += ["", "# The head reads the mean over the non-padding tokens, not the first token: without this hook",
                   "# the model gives other answers.", *pooling_source(), "",
                   "encoder = getattr(model.get_base_model(), model.get_base_model().base_model_prefix)",

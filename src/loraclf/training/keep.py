@@ -13,7 +13,7 @@ from typing import Any, Callable
 import torch
 
 from loraclf.errors import UserError
-from loraclf.model.accounting import Breakdown
+from loraclf.model import pooling
 from loraclf.model.adapter import save_adapter
 from loraclf.progress import Progress
 from loraclf.rundir import atomic, card, layout
@@ -103,13 +103,14 @@ def save_best(run: RunContext, data: TrainData, trainable: Trainable, folder: Pa
     base = card.base_reference(run.config, run.out)
     save_adapter(trainable.model, folder, trainable.initial_adapter, base)
     data.tokenizer.save_pretrained(folder)
-    write_card(run, data.label_names, trainable.parameters, folder, best, base)
+    write_card(run, data.label_names, trainable, folder, best, base)
 
 
-def write_card(run: RunContext, label_names: list[str], parameters: Breakdown, folder: Path, best: dict[str, Any],
+def write_card(run: RunContext, label_names: list[str], trainable: Trainable, folder: Path, best: dict[str, Any],
                base: str, test: dict[str, Any] | None = None) -> None:
     command = json.loads((run.out / layout.VERSIONS).read_text(encoding="utf-8")).get("command")
-    text = card.render(run.config, label_names, parameters.to_dict(), best, base, test, command)
+    text = card.render(run.config, label_names, trainable.parameters.to_dict(), best, base, test, command,
+                       pooling.pools_natively(trainable.model.config))
     atomic.write_text(folder / layout.ADAPTER_CARD, text)
 
 

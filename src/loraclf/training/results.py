@@ -62,7 +62,7 @@ def finish(run: RunContext, data: TrainData, trainable: Trainable, state: TrainS
     summary["total_seconds"] = round(time.perf_counter() - started, 2)
     if run.procs.main:
         atomic.write_json(run.out / layout.SUMMARY, summary)
-        write_card(run, data.label_names, trainable.parameters, run.out / layout.ADAPTER, state.best_record,
+        write_card(run, data.label_names, trainable, run.out / layout.ADAPTER, state.best_record,
                    card.base_reference(run.config, run.out), summary.get("test"))
         report.write(run.out)
     run.log(f"run folder: {run.out} (best {tc.metric_for_best} {state.best_value:.4f}; "
