@@ -87,9 +87,9 @@ def candidates(config: Config, label_names: list[str], max_trainable: int) -> li
     # Linear layers inside the transformer layers, by name: (layer index, name) -> (in, out). A fused
     # projection (ModernBERT's Wqkv) is one layer of its own shape, and costs r * (in + out).
     index_of = {layer: i for i, layer in enumerate(targets.layer_names(model))}
-    linear = {(index_of[targets.layer_of(name)], name): (module.in_features, module.out_features)
+    linear = {(index_of[layer], name): (module.in_features, module.out_features)
               for name, module in model.named_modules()
-              if isinstance(module, torch.nn.Linear) and targets.layer_of(name) in index_of}
+              if isinstance(module, torch.nn.Linear) and (layer := targets.layer_of(name)) in index_of}
     heads = {}
     for head, rank in HEADS:
         with torch.device("meta"):
