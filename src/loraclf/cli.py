@@ -25,8 +25,8 @@ class _Parser(argparse.ArgumentParser):
 
 PICKLE_HELP = "read pickled data files (unpickling runs code from the file: only for files you trust)"
 UNQUANTIZED_HELP = "a run trained on a quantized base: put the adapter on the full-precision base instead"
-PRECISION_HELP = ("auto (default): the precision the run trained in, bf16 where the CPU or GPU has it natively; "
-                  "fp32: full precision (may flip near-ties); exports always run in fp32")
+PRECISION_HELP = ("auto (default): fp32, or the precision the run trained in where this machine runs it natively "
+                  "and the run found it gives fp32's labels; bf16 or fp32 force one; exports run in fp32")
 FOLDER_HELP = "a run folder, or a folder made by loraclf export"
 VERBOSE_HELP = "keep the warnings and log lines of transformers, peft and the hub (hidden by default)"
 CONFIG_HELP = ("a shipped recipe by name (quickstart, paper, base, competition, competition-base, best: see `loraclf "
@@ -303,7 +303,7 @@ def cmd_evaluate(args, overrides) -> None:
                             args.encoding, args.text_column)
     from loraclf.inference.evaluate import evaluate  # torch and PEFT load only once the files checked out
 
-    results = evaluate(about, inputs, args.output, args.batch_size, args.precision, not args.unquantized)
+    results = evaluate(about, inputs, args.output, args.batch_size, args.precision, not args.unquantized, _note)
     width = max(len(r["data"]) for r in results)
     print(f"{'data':<{width}}  {'items':>7}  accuracy  macro-F1")
     for r in results:
@@ -351,8 +351,14 @@ def _predict_file(args, about) -> None:
     from loraclf.inference.classifier import Classifier  # torch and PEFT load only once the input checked out
 
     try:
-        summary = corpus.run(planned, engines.engine(args.engine, args.batch_size, Classifier.load, about.path,
-                                                     options, args.ray_address, args.ray_actors))
+        if args.engine == "local":
+            clf = Classifier.load(about.path, **options)
+            _note(clf.runs_in)
+            predict = engines.local_engine(clf, args.batch_size)
+        else:
+            predict = engines.engine(args.engine, args.batch_size, Classifier.load, about.path, options,
+                                     args.ray_address, args.ray_actors)
+        summary = corpus.run(planned, predict)
     except KeyboardInterrupt:
         if planned.partial is not None:
             print(f"loraclf: the finished shards are kept in {planned.partial}; the same command with --resume "
@@ -386,6 +392,7 @@ def _predict_texts(args, about) -> None:
 
     clf = Classifier.load(args.run_dir, precision=args.precision, quantized=not args.unquantized,
                           long_texts=about.long_texts, window_stride=about.window_stride)
+    _note(clf.runs_in)
     probs = clf.predict_proba(texts, args.batch_size)
     if args.output:
         write_predictions(Path(args.output), layout, probs, clf.decide(probs))
@@ -449,6 +456,10 @@ def cmd_export(args, overrides) -> None:
 
     _no_overrides(overrides)
     export(args.run_dir, args.format, args.output, int8=args.int8, overwrite=args.overwrite)
+
+
+def _note(line: str) -> None:
+    print(line, file=sys.stderr)
 
 
 def _no_overrides(overrides: list[str]) -> None:

@@ -348,8 +348,8 @@ def serve(folder: str, host: str, port: int, limits: ServeConfig, log=print, lon
     """Serve `folder` (`long_texts`/`window_stride` override the run's data.long_texts/data.window_stride)."""
     import uvicorn
 
-    # A run's training precision; exports: fp32.
     classifier = Classifier.load(folder, device="cpu", long_texts=long_texts, window_stride=window_stride)
     app = build_app(classifier, limits)
+    log(classifier.runs_in)
     log(f"serving {folder} ({classifier.description.kind}) on http://{host}:{port}")
     uvicorn.run(app, host=host, port=port, log_level="warning")

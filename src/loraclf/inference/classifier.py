@@ -30,7 +30,8 @@ from loraclf.model.adapter import load_adapter
 from loraclf.model.build import build_base, set_task
 from loraclf.model.logits import document_logits, predict_logits
 from loraclf.model.pooling import apply_pooling
-from loraclf.model.runtime import autocast_dtype
+from loraclf.model import runtime
+from loraclf.model.runtime import inference_dtype, pick_device
 from loraclf.rundir import layout, readers
 
 PRECISIONS = ("auto", "bf16", "fp32")
@@ -38,16 +39,15 @@ Inputs = Union[Text, Iterable[Text]]  # one text (a string; a pair for a text-pa
 
 
 def _device(device: str | torch.device | None) -> torch.device:
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
+    return pick_device("auto") if device is None else torch.device(device)
 
 
-def _dtype(precision: str, trained: str, device: torch.device) -> torch.dtype | None:
-    """auto: the precision the run trained in (bf16 on CPUs with native bf16 and on CUDA); None means fp32."""
+def _dtype(precision: str, recorded: str, device: torch.device) -> torch.dtype | None:
+    """auto: the precision the run's answers were checked in, where `device` runs it natively, else fp32
+    (model/runtime.py inference_dtype); None means fp32."""
     if precision not in PRECISIONS:
         raise UserError(f"precision: expected one of {', '.join(PRECISIONS)}; got {precision!r}")
-    return autocast_dtype(trained if precision == "auto" else precision, device)
+    return inference_dtype(precision, recorded, device)
 
 
 class Classifier:
@@ -64,9 +64,10 @@ class Classifier:
              window_stride: int | None = None) -> Classifier:
         """Open a run folder (base + adapter, through PEFT) or an export folder (merged, ONNX).
 
-        device: default CUDA where available, else CPU. precision: `auto` runs in the
-        precision the run trained in (bf16 where the hardware has it natively), `fp32`
-        or `bf16` force one; exports run in fp32. A run trained on a quantized base loads
+        device: default CUDA, else Apple's MPS, else the CPU. precision: `auto` runs in the precision
+        the run's answers were checked in where this device has it natively (bf16 only where the run
+        found it gives fp32's labels on its validation and test sets), else fp32; `fp32` or `bf16` force
+        one; exports run in fp32. `runs_in` says which, in one line. A run trained on a quantized base loads
         on that quantized base unless `quantized` is false. `merge` folds the adapter
         into the weights (the same predictions, fewer matmuls). `long_texts` (truncate or windows) and
         `window_stride` override the run's data.long_texts and data.window_stride.
@@ -84,6 +85,18 @@ class Classifier:
         # What another process (a Ray actor) needs to load the same model the same way.
         classifier.options = load_options(description, precision, quantized, merge)
         return classifier
+
+    @property
+    def runs_in(self) -> str:
+        """Where and in what precision this classifier runs, in one line (printed by evaluate, predict, serve)."""
+        if self.description.kind in ("onnx", "onnx-int8"):
+            return f"device: cpu (onnxruntime); precision: {'int8 weights' if 'int8' in self.description.kind else 'fp32'}"
+        return runtime.describe(self.device, self.dtype)
+
+    @property
+    def precision(self) -> str:
+        """The dtype the model runs in: float32, bfloat16 or float16."""
+        return str(self.dtype).removeprefix("torch.") if self.dtype is not None else "float32"
 
     @property
     def labels(self) -> list[str]:
@@ -181,7 +194,7 @@ class Classifier:
 
 def _load_run(path: Path, device: torch.device, dtype: torch.dtype | None, quantized: bool, merge: bool):
     """Base + adapter of a run folder. Merged, the adapter is folded into the base weights (W + (alpha/r)BA)
-    and the weights cast once to `dtype`, instead of autocast casting them for every batch. A run trained on a
+    and the linear weights cast once to `dtype`, instead of autocast casting them for every batch. A run trained on a
     quantized base loads on it unmerged: merging into 4-bit weights would round the update away."""
     _, config, labels = readers.read_run_config(path)
     tokenizer = AutoTokenizer.from_pretrained(path / layout.TOKENIZER)
@@ -196,7 +209,8 @@ def _load_run(path: Path, device: torch.device, dtype: torch.dtype | None, quant
     if merge and config.lora.method not in ("vera", "ia3"):
         model = model.merge_and_unload()
         if dtype is not None:
-            model = model.to(dtype)
+            # The linear weights stored in `dtype`, the rest fp32 under autocast: what training validated in.
+            runtime.frozen_linears_to(model.requires_grad_(False), dtype)
     return model.to(device).eval(), tokenizer
 
 

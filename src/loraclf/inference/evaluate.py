@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from loraclf.inference.classifier import Classifier
 from loraclf.inference.inputs import LabelledFile, labelled_files
@@ -23,16 +23,20 @@ def evaluate_files(run_dir: str | Path, files: list[str], output: str | None = N
 
 
 def evaluate(about: Description, inputs: list[LabelledFile], output: str | None = None, batch_size: int = 32,
-             precision: str = "auto", quantized: bool = True) -> list[dict[str, Any]]:
-    """Metrics of the folder `about` describes on files already read and checked (inputs.labelled_files)."""
+             precision: str = "auto", quantized: bool = True,
+             log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """Metrics of the folder `about` describes on files already read and checked (inputs.labelled_files);
+    `log` gets the line saying where and in what precision the model runs."""
     clf = Classifier.load(about.path, precision=precision, quantized=quantized, long_texts=about.long_texts,
                           window_stride=about.window_stride)
+    if log is not None:
+        log(clf.runs_in)
     results = []
     for item in inputs:
         tokens = clf.tokens(item.table.texts)
         result = metrics(item.labels, clf.logits_of(tokens, batch_size), clf.labels, about.thresholds)
         result |= {"data": item.name, "run": str(about.path), "long_texts": about.long_texts,
-                   "texts_cut": tokens.cut, "bad_rows": item.dropped.to_dict() if item.dropped else None}
+                   "texts_cut": tokens.cut, "precision": clf.precision, "bad_rows": item.dropped.to_dict() if item.dropped else None}
         path = Path(output) if output else layout.eval_file(about.path, item.name)
         atomic.write_json(path, result)
         plot_confusion(result["confusion_matrix"], clf.labels, path.with_suffix(".png"), Path(item.name).name)

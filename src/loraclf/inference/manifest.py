@@ -26,7 +26,7 @@ class Description:
     labels: list[str]
     max_length: int
     schema: Schema  # the columns and the task its data had (files to evaluate or predict are read with it)
-    precision: str  # the run's train.precision; exports run in fp32
+    precision: str  # what the run's answers were checked in (float32, bfloat16, float16); exports: float32
     info: dict[str, Any] = field(default_factory=dict)  # base model, method, quantization, parameter counts
     thresholds: list[float] | None = None  # multi_label: each class's decision threshold (None: 0.5 each)
     long_texts: str = "truncate"  # data.long_texts: what is done with texts longer than max_length
@@ -48,11 +48,12 @@ def describe(folder: str | Path) -> Description:
         m = read_manifest(path)
         schema = Schema(**{k: tuple(v) if isinstance(v, list) else v for k, v in m["schema"].items()}) \
             if "schema" in m else Schema(m["text_column"], m.get("label_column", "label"))
-        return Description(path, m["format"], m["label_names"], m["max_length"], schema, "fp32", m,
+        return Description(path, m["format"], m["label_names"], m["max_length"], schema, "float32", m,
                            m.get("thresholds"), m.get("long_texts", "truncate"), m.get("window_stride"))
     _, config, labels = readers.read_run_config(path)
     budget = path / layout.BUDGET
-    return Description(path, "run", labels, config.data.max_length, Schema.of(config.data), config.train.precision,
+    return Description(path, "run", labels, config.data.max_length, Schema.of(config.data),
+                       readers.read_inference_precision(path),
                        {"base_model": config.model.name_or_path, "method": config.lora.method,
                         "quantization": config.quantization.bits or None,
                         "parameters": json.loads(budget.read_text(encoding="utf-8")) if budget.is_file() else None},

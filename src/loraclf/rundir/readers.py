@@ -11,7 +11,7 @@ import yaml
 from loraclf.config.loading import load_config
 from loraclf.config.schema import Config
 from loraclf.errors import UserError
-from loraclf.rundir.layout import ADAPTER, CONFIG, LABELS, ROUND_RECORD, THRESHOLDS, check_folder, round_folders
+from loraclf.rundir.layout import ADAPTER, CONFIG, LABELS, ROUND_RECORD, SUMMARY, THRESHOLDS, check_folder, round_folders
 
 
 def read_config(run_dir: str | Path) -> Config:
@@ -34,6 +34,16 @@ def read_thresholds(run_dir: Path) -> list[float] | None:
         return [float(t) for t in json.loads(path.read_text(encoding="utf-8"))["thresholds"]]
     except (ValueError, KeyError, TypeError, UnicodeDecodeError) as exc:
         raise UserError(f"run folder {run_dir}: unreadable {THRESHOLDS} ({exc})") from None
+
+
+def read_inference_precision(run_dir: Path) -> str:
+    """The precision a finished run's answers were checked in (metrics.json's inference_precision): float32,
+    or the training dtype where it gave fp32's labels on validation and test. Runs from before it: float32."""
+    try:
+        summary = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8"))
+        return str(summary.get("inference_precision", "float32"))
+    except (OSError, ValueError, AttributeError):
+        return "float32"
 
 
 def read_run_config(run_dir: str | Path) -> tuple[Path, Config, list[str]]:

@@ -23,7 +23,7 @@ from loraclf.errors import UserError
 from loraclf.model import accounting, geometric_dropout, quantize, runtime
 from loraclf.model.adapter import wrap_with_lora
 from loraclf.model.build import build_base, load_tokenizer, set_task
-from loraclf.model.runtime import autocast_dtype, grad_scaler, pick_device
+from loraclf.model.runtime import autocast_dtype, describe, grad_scaler, pick_device
 from loraclf.rundir import atomic, layout, readers, versions
 from loraclf.training import checkpoint, distributed, tracking
 from loraclf.training.adapt import adapt
@@ -92,6 +92,7 @@ def setup(config: Config, output_dir: str | Path, overwrite: bool, resume: bool,
         torch.cuda.reset_peak_memory_stats(device)
     out, resume_from = _open_folder(procs.broadcast(str(output_dir)), overwrite, resume, config, log)
     run = RunContext(config, out, procs, device, dtype, log, resume_from)
+    log(describe(device, dtype))
     tracking.check_available(tc.log_to)
     # Data, then the exact budget check on the meta device before any weights load.
     tokenizer = load_tokenizer(config.model)

@@ -8,13 +8,13 @@ from typing import Any
 import numpy as np
 import torch
 
-from loraclf.data.encoding import cut_note, encode
+from loraclf.data.encoding import Encoded, cut_note, encode
 from loraclf.metrics.classification import confident_mistakes, metrics, tune_thresholds
 from loraclf.metrics.plots import plot_confusion
 from loraclf.model.logits import document_logits
 from loraclf.model.runtime import peak_memory_mb
 from loraclf.rundir import atomic, card, layout, readers, report
-from loraclf.training import calibration, checkpoint
+from loraclf.training import answers, calibration, checkpoint
 from loraclf.training.evaluation import predict_shared
 from loraclf.training.keep import write_card
 from loraclf.training.state import RunContext, Trainable, TrainData, TrainState
@@ -53,8 +53,13 @@ def finish(run: RunContext, data: TrainData, trainable: Trainable, state: TrainS
     thresholds = decision_thresholds(run, data, trainable, best_state)
     if thresholds is not None:
         summary["thresholds"] = dict(zip(data.splits.label_names, thresholds))
-    if data.splits.test is not None:
-        summary["test"] = evaluate_test(run, data, trainable, best_state, thresholds, calibrated)
+    dc = run.config.data
+    test_set = encode(data.tokenizer, data.splits.test.texts, None, dc.max_length, dc.long_texts, dc.window_stride) \
+        if data.splits.test is not None else None
+    test_dtype, checked = answers.settle(run, data, trainable, best_state, test_set, thresholds)
+    summary |= checked
+    if test_set is not None:
+        summary["test"] = evaluate_test(run, data, trainable, best_state, test_set, test_dtype, thresholds, calibrated)
     if calibrated is not None:
         summary["calibration"] = calibrated
         if run.procs.main:
@@ -92,21 +97,23 @@ def decision_thresholds(run: RunContext, data: TrainData, trainable: Trainable,
 
 
 def evaluate_test(run: RunContext, data: TrainData, trainable: Trainable, best_state: dict[str, torch.Tensor],
-                  thresholds: list[float] | None = None, calibrated: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The best model (not the last) on the test split; writes test_metrics.json and its confusion matrix.
-    With `calibrated` (a calibration record), adds the test split's ECE before and after to it."""
+                  test_set: Encoded, dtype: torch.dtype | None, thresholds: list[float] | None = None,
+                  calibrated: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The best model (not the last) on the test split (encoded), in `dtype` (None: fp32); writes
+    test_metrics.json and its confusion matrix. With `calibrated` (a calibration record), adds the test split's
+    ECE before and after to it."""
     checkpoint.load_trainable(trainable.model, best_state)
     dc = run.config.data
-    test_set = encode(data.tokenizer, data.splits.test.texts, None, dc.max_length, dc.long_texts, dc.window_stride)
     label_names = data.splits.label_names
     started = time.perf_counter()
     trainable.model.eval()
     logits = document_logits(predict_shared(trainable.model, test_set, run.config.train.eval_batch_size, data.pad_id,
-                                            run.device, run.dtype, run.procs), test_set.documents)
+                                            run.device, dtype, run.procs), test_set.documents)
     seconds = time.perf_counter() - started
     result = metrics(data.splits.test.labels, logits, label_names, thresholds)
     result["texts_per_s"] = round(test_set.count / seconds, 2)
     result["texts_cut"] = test_set.cut
+    result["precision"] = answers.dtype_name(dtype)
     if calibrated is not None:  # the model's logits are already divided by T: before is logits * T
         t = np.asarray(calibrated["temperature"])  # one, or one per class
         calibrated["test"] = calibration.measured(data.splits.test.labels, logits * t, t)
