@@ -8,7 +8,7 @@
                     work unchanged: a list of {"label", "score"} per text, most probable first; parameters
                     top_k and function_to_apply (softmax, sigmoid, none); raw_scores and truncate as TEI has them
     GET  /health    liveness, and counts of requests and model calls
-    GET  /info      labels, base model, parameter counts, limits
+    GET  /info      labels, base model, parameter counts, precision, limits
     GET  /          a page to try a text in the browser
     GET  /openapi.json, /docs, /redoc (served from the package: they work offline)
 
@@ -323,7 +323,8 @@ def build_app(classifier, limits: ServeConfig, batch_size: int = 32):
         return {"labels": classifier.labels, "format": about.kind, "base_model": about.info.get("base_model"),
                 "task": about.schema.task, "text_pairs": about.pairs, "thresholds": about.thresholds,
                 "parameters": about.info.get("parameters"), "max_length": about.max_length,
-                "long_texts": about.long_texts, "limits": vars(limits)}
+                "long_texts": about.long_texts, "precision": classifier.precision, "runs_in": classifier.runs_in,
+                "limits": vars(limits)}
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> str:
@@ -344,11 +345,13 @@ def predictions(classifier, logits: np.ndarray) -> list[dict[str, Any]]:
 
 
 def serve(folder: str, host: str, port: int, limits: ServeConfig, log=print, long_texts: str | None = None,
-          window_stride: int | None = None) -> None:
-    """Serve `folder` (`long_texts`/`window_stride` override the run's data.long_texts/data.window_stride)."""
+          window_stride: int | None = None, precision: str = "auto", int8: bool = False) -> None:
+    """Serve `folder` (`long_texts`/`window_stride` override the run's data.long_texts/data.window_stride;
+    `precision` and `int8` as Classifier.load takes them)."""
     import uvicorn
 
-    classifier = Classifier.load(folder, device="cpu", long_texts=long_texts, window_stride=window_stride)
+    classifier = Classifier.load(folder, device="cpu", long_texts=long_texts, window_stride=window_stride,
+                                 precision=precision, int8=int8)
     app = build_app(classifier, limits)
     log(classifier.runs_in)
     log(f"serving {folder} ({classifier.description.kind}) on http://{host}:{port}")

@@ -26,8 +26,9 @@ from loraclf.errors import UserError
 from loraclf.inference import corpus, engines, manifest, onnx_runtime
 from loraclf.inference.manifest import Description, describe, load_options, with_long_texts
 from loraclf.metrics.classification import above_thresholds, sigmoid, softmax
-from loraclf.model.adapter import load_adapter
 from loraclf.model.build import build_base, set_task
+from loraclf.model.heads import head_module_names
+from loraclf.model.int8 import quantize_linears
 from loraclf.model.logits import document_logits, predict_logits
 from loraclf.model.pooling import apply_pooling
 from loraclf.model import runtime
@@ -61,7 +62,7 @@ class Classifier:
     @classmethod
     def load(cls, folder: str | Path, device: str | torch.device | None = None, precision: str = "auto",
              quantized: bool = True, merge: bool = True, long_texts: str | None = None,
-             window_stride: int | None = None) -> Classifier:
+             window_stride: int | None = None, int8: bool = False) -> Classifier:
         """Open a run folder (base + adapter, through PEFT) or an export folder (merged, ONNX).
 
         device: default CUDA, else Apple's MPS, else the CPU. precision: `auto` runs in the precision
@@ -70,32 +71,50 @@ class Classifier:
         one; exports run in fp32. `runs_in` says which, in one line. A run trained on a quantized base loads
         on that quantized base unless `quantized` is false. `merge` folds the adapter
         into the weights (the same predictions, fewer matmuls). `long_texts` (truncate or windows) and
-        `window_stride` override the run's data.long_texts and data.window_stride.
+        `window_stride` override the run's data.long_texts and data.window_stride. `int8` runs the encoder's
+        linear layers as int8 matmuls (model/int8.py; CPUs with VNNI or AMX): faster, answers the same alone and
+        in any batch, and labels that agree with fp32's on the share the run recorded (`int8_agreement`).
         """
         description = with_long_texts(describe(folder), long_texts, window_stride)
         device = _device(device)
-        dtype = _dtype(precision, description.precision, device)
+        dtype = None if int8 else _dtype(precision, description.precision, device)
+        if int8:
+            _check_int8(description, device, quantized, merge)
         if description.kind == "run":
             model, tokenizer = _load_run(description.path, device, dtype, quantized, merge)
         else:
             model, tokenizer = _load_export(description, device)
+        if int8:
+            quantize_linears(model, head_module_names(model))
         # Truncate where training did, also for tokenizers saved before the run recorded it.
         tokenizer.model_max_length = description.max_length
         classifier = cls(description, model, tokenizer, device, dtype)
         # What another process (a Ray actor) needs to load the same model the same way.
-        classifier.options = load_options(description, precision, quantized, merge)
+        classifier.options = load_options(description, precision, quantized, merge, int8)
         return classifier
+
+    @property
+    def int8(self) -> bool:
+        return self.options.get("int8", False)
 
     @property
     def runs_in(self) -> str:
         """Where and in what precision this classifier runs, in one line (printed by evaluate, predict, serve)."""
         if self.description.kind in ("onnx", "onnx-int8"):
             return f"device: cpu (onnxruntime); precision: {'int8 weights' if 'int8' in self.description.kind else 'fp32'}"
-        return runtime.describe(self.device, self.dtype)
+        line = runtime.describe(self.device, self.dtype)
+        if not self.int8:
+            return line
+        agreement = self.description.info.get("int8_agreement")
+        measured = ("the same labels as fp32 on " + ", ".join(f"{100 * v:.2f}% of {k}" for k, v in agreement.items())
+                    + " (measured when the run finished)") if agreement else "agreement with fp32 not measured"
+        return line.replace("precision: fp32", f"precision: int8 linear layers (per-row scales), head fp32; {measured}")
 
     @property
     def precision(self) -> str:
-        """The dtype the model runs in: float32, bfloat16 or float16."""
+        """The dtype the model runs in: float32, bfloat16 or float16 (int8: the linear layers' int8)."""
+        if self.int8:
+            return "int8"
         return str(self.dtype).removeprefix("torch.") if self.dtype is not None else "float32"
 
     @property
@@ -196,6 +215,8 @@ def _load_run(path: Path, device: torch.device, dtype: torch.dtype | None, quant
     """Base + adapter of a run folder. Merged, the adapter is folded into the base weights (W + (alpha/r)BA)
     and the linear weights cast once to `dtype`, instead of autocast casting them for every batch. A run trained on a
     quantized base loads on it unmerged: merging into 4-bit weights would round the update away."""
+    from loraclf.model.adapter import load_adapter  # PEFT (and bitsandbytes through it): seconds of imports
+
     _, config, labels = readers.read_run_config(path)
     tokenizer = AutoTokenizer.from_pretrained(path / layout.TOKENIZER)
     base_folder = path / layout.BASE_MODEL if (path / layout.BASE_MODEL).is_dir() else None
@@ -212,6 +233,18 @@ def _load_run(path: Path, device: torch.device, dtype: torch.dtype | None, quant
             # The linear weights stored in `dtype`, the rest fp32 under autocast: what training validated in.
             runtime.frozen_linears_to(model.requires_grad_(False), dtype)
     return model.to(device).eval(), tokenizer
+
+
+def _check_int8(description: Description, device: torch.device, quantized: bool, merge: bool) -> None:
+    if device.type != "cpu":
+        raise UserError(f"--int8: runs on the CPU (int8 matmuls through oneDNN), not on {device}")
+    if description.kind in ("onnx", "onnx-int8"):
+        raise UserError(f"--int8: {description.path} is an ONNX export; `loraclf export --int8` makes an int8 one")
+    if description.kind == "run" and (not merge or description.info.get("method") in ("vera", "ia3")
+                                      or (quantized and description.info.get("quantization"))):
+        raise UserError(f"--int8: needs the adapter merged into full-precision weights; {description.path} is "
+                        f"{description.info.get('method')} on a {description.info.get('quantization') or 'full'}-bit "
+                        "base (merge off, VeRA, IA3 or a quantized base)")
 
 
 def _load_export(description: Description, device: torch.device):

@@ -24,11 +24,11 @@ def evaluate_files(run_dir: str | Path, files: list[str], output: str | None = N
 
 def evaluate(about: Description, inputs: list[LabelledFile], output: str | None = None, batch_size: int = 32,
              precision: str = "auto", quantized: bool = True,
-             log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+             log: Callable[[str], None] | None = None, int8: bool = False) -> list[dict[str, Any]]:
     """Metrics of the folder `about` describes on files already read and checked (inputs.labelled_files);
-    `log` gets the line saying where and in what precision the model runs."""
+    `log` gets the line saying where and in what precision the model runs; `int8`: see Classifier.load."""
     clf = Classifier.load(about.path, precision=precision, quantized=quantized, long_texts=about.long_texts,
-                          window_stride=about.window_stride)
+                          window_stride=about.window_stride, int8=int8)
     if log is not None:
         log(clf.runs_in)
     results = []

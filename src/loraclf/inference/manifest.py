@@ -56,7 +56,8 @@ def describe(folder: str | Path) -> Description:
                        readers.read_inference_precision(path),
                        {"base_model": config.model.name_or_path, "method": config.lora.method,
                         "quantization": config.quantization.bits or None,
-                        "parameters": json.loads(budget.read_text(encoding="utf-8")) if budget.is_file() else None},
+                        "parameters": json.loads(budget.read_text(encoding="utf-8")) if budget.is_file() else None,
+                        "int8_agreement": readers.read_summary(path).get("int8_label_agreement_with_fp32")},
                        readers.read_thresholds(path), config.data.long_texts, config.data.window_stride)
 
 
@@ -76,8 +77,8 @@ def with_long_texts(about: Description, long_texts: str | None, window_stride: i
 
 
 def load_options(about: Description, precision: str = "auto", quantized: bool = True,
-                 merge: bool = True) -> dict[str, Any]:
+                 merge: bool = True, int8: bool = False) -> dict[str, Any]:
     """Classifier.load's keywords that load the model `about` describes this way again, in another process (a
     Ray actor) or a resumed job, which must run it as the first did."""
     return {"precision": precision, "quantized": quantized, "merge": merge, "long_texts": about.long_texts,
-            "window_stride": about.window_stride}
+            "window_stride": about.window_stride, "int8": int8}

@@ -36,14 +36,19 @@ def read_thresholds(run_dir: Path) -> list[float] | None:
         raise UserError(f"run folder {run_dir}: unreadable {THRESHOLDS} ({exc})") from None
 
 
+def read_summary(run_dir: Path) -> dict[str, Any]:
+    """A finished run's metrics.json; {} for a run without one (unfinished, or unreadable)."""
+    try:
+        summary = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return summary if isinstance(summary, dict) else {}
+
+
 def read_inference_precision(run_dir: Path) -> str:
     """The precision a finished run's answers were checked in (metrics.json's inference_precision): float32,
     or the training dtype where it gave fp32's labels on validation and test. Runs from before it: float32."""
-    try:
-        summary = json.loads((run_dir / SUMMARY).read_text(encoding="utf-8"))
-        return str(summary.get("inference_precision", "float32"))
-    except (OSError, ValueError, AttributeError):
-        return "float32"
+    return str(read_summary(run_dir).get("inference_precision", "float32"))
 
 
 def read_run_config(run_dir: str | Path) -> tuple[Path, Config, list[str]]:

@@ -4,11 +4,15 @@ Training may autocast to bf16 (fp16 on CUDA) with the frozen base stored in it. 
 give the run's recorded answers on every machine, including the many CPUs without native bf16, so at the end the
 best model's labels in the training dtype are checked against its labels in fp32, with the base's exact weights
 put back, on validation and on test. The training dtype is kept for inference (where the machine has it natively)
-only if every label agrees; the test split is scored in fp32, which every machine runs the same.
+only if every label agrees; the test split is scored in fp32, which every machine runs the same. The share of
+validation labels that `predict --int8` (model/int8.py) gives as fp32 does is measured and recorded too.
 """
 
 from __future__ import annotations
 
+import copy
+import time
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -18,6 +22,8 @@ from loraclf.data.encoding import Encoded
 from loraclf.metrics.classification import above_thresholds, sigmoid
 from loraclf.model import runtime
 from loraclf.model.build import build_base
+from loraclf.model.heads import head_module_names
+from loraclf.model.int8 import quantize_linears
 from loraclf.model.logits import document_logits
 from loraclf.rundir import layout
 from loraclf.training import checkpoint
@@ -29,44 +35,85 @@ def dtype_name(dtype: torch.dtype | None) -> str:
     return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
 
 
+@dataclass
+class Settled:
+    """What `settle` found: the dtype to score test in (None: fp32), metrics.json's record, and the test split's
+    fp32 logits with the seconds they took where they were already computed."""
+
+    test_dtype: torch.dtype | None
+    record: dict[str, Any]
+    test_logits: np.ndarray | None = None
+    test_seconds: float = 0.0
+
+
 def settle(run: RunContext, data: TrainData, trainable: Trainable, best_state: dict[str, torch.Tensor],
-           test_set: Encoded | None, thresholds: list[float] | None) -> tuple[torch.dtype | None, dict[str, Any]]:
-    """The dtype to score the test split in (None: fp32) and the record for metrics.json: inference_precision,
-    and each set's label agreement between the training dtype and fp32."""
-    if run.dtype is None:
-        return None, {"inference_precision": "float32"}
-    if not _restorable(run):  # a quantized base, or PiSSA/OLoRA's residual W: no exact fp32 base to put back
-        return run.dtype, {"inference_precision": dtype_name(run.dtype), "label_agreement_with_fp32": None}
+           test_set: Encoded | None, thresholds: list[float] | None) -> Settled:
+    """Check the best model's labels in the training dtype and in int8 against fp32's; see the module's doc."""
+    if run.dtype is not None and not _restorable(run):  # a quantized base, or PiSSA/OLoRA's residual W
+        return Settled(run.dtype, {"inference_precision": dtype_name(run.dtype), "label_agreement_with_fp32": None,
+                                   "int8_label_agreement_with_fp32": None})
     checkpoint.load_trainable(trainable.model, best_state)
     trainable.model.eval()
-    sets = {"validation": data.val_set} | ({"test": test_set} if test_set is not None else {})
-    low = {name: _decisions(run, data, trainable, encoded, run.dtype, thresholds) for name, encoded in sets.items()}
-    saved = run.out / layout.BASE_MODEL
-    fresh = build_base(run.config.model, data.label_names, base_folder=saved if saved.is_dir() else None)
-    runtime.restore_linears(trainable.model, fresh)
-    del fresh
-    agreement = {}
+    sets = {"validation": data.val_set} | ({"test": test_set} if test_set is not None and run.dtype else {})
+    record: dict[str, Any] = {"inference_precision": "float32"}
+    low = {name: _logits(run, data, trainable.model, encoded, run.dtype) for name, encoded in sets.items()} \
+        if run.dtype is not None else {}
+    if run.dtype is not None:
+        saved = run.out / layout.BASE_MODEL
+        fresh = build_base(run.config.model, data.label_names, base_folder=saved if saved.is_dir() else None)
+        runtime.restore_linears(trainable.model, fresh)
+        del fresh
+    exact, seconds = {}, {}
     for name, encoded in sets.items():
-        exact = _decisions(run, data, trainable, encoded, None, thresholds)
-        agreement[name] = float(np.mean(np.all(exact == low[name], axis=-1) if exact.ndim > 1 else exact == low[name]))
-    same = all(value == 1.0 for value in agreement.values())
-    chosen = dtype_name(run.dtype) if same else "float32"
-    run.log(f"answers: {dtype_name(run.dtype)} gives fp32's labels on "
-            + ", ".join(f"{100 * value:.2f}% of {name}" for name, value in agreement.items())
-            + f"; evaluate, predict and serve run in {chosen} (fp32 where {chosen} is not native); test scored in fp32")
-    return None, {"inference_precision": chosen, "label_agreement_with_fp32": agreement}
+        started = time.perf_counter()
+        exact[name] = _logits(run, data, trainable.model, encoded, None)
+        seconds[name] = time.perf_counter() - started
+    if low:
+        agreement = {name: _agree(exact[name], low[name], thresholds) for name in sets}
+        same = all(value == 1.0 for value in agreement.values())
+        record = {"inference_precision": dtype_name(run.dtype) if same else "float32",
+                  "label_agreement_with_fp32": agreement}
+        run.log(f"answers: {dtype_name(run.dtype)} gives fp32's labels on {_shares(agreement)}; evaluate, predict "
+                f"and serve run in {'it where it is native, else in ' if same else ''}fp32; test scored in fp32")
+    record["int8_label_agreement_with_fp32"] = _int8_agreement(run, data, trainable, exact["validation"], thresholds)
+    return Settled(None, record, exact.get("test"), seconds.get("test", 0.0))
+
+
+def _int8_agreement(run: RunContext, data: TrainData, trainable: Trainable, exact: np.ndarray,
+                    thresholds: list[float] | None) -> dict[str, float] | None:
+    """The share of validation labels an int8 copy of the merged model (predict --int8) shares with fp32."""
+    if run.device.type != "cpu" or run.config.lora.method in ("vera", "ia3"):
+        return None
+    merged = copy.deepcopy(trainable.model).merge_and_unload()
+    quantize_linears(merged, head_module_names(merged))
+    agreement = {"validation": _agree(exact, _logits(run, data, merged, data.val_set, None), thresholds)}
+    del merged
+    run.log(f"int8 (predict --int8) gives fp32's labels on {_shares(agreement)}")
+    return agreement
+
+
+def _shares(agreement: dict[str, float]) -> str:
+    return ", ".join(f"{100 * value:.2f}% of {name}" for name, value in agreement.items())
+
+
+def _agree(exact: np.ndarray, other: np.ndarray, thresholds: list[float] | None) -> float:
+    a, b = _decisions(exact, thresholds), _decisions(other, thresholds)
+    return float(np.mean(np.all(a == b, axis=-1) if a.ndim > 1 else a == b))
 
 
 def _restorable(run: RunContext) -> bool:
     return not run.config.quantization.bits and run.config.lora.init == "default"
 
 
-def _decisions(run: RunContext, data: TrainData, trainable: Trainable, encoded: Encoded, dtype: torch.dtype | None,
-               thresholds: list[float] | None) -> np.ndarray:
-    """Each item's label (multi_label: its row of chosen classes) from the model in `dtype` (None: fp32)."""
-    logits = document_logits(predict_shared(trainable.model, encoded, run.config.train.eval_batch_size, data.pad_id,
-                                            run.device, dtype, run.procs), encoded.documents)
+def _logits(run: RunContext, data: TrainData, model: torch.nn.Module, encoded: Encoded,
+            dtype: torch.dtype | None) -> np.ndarray:
+    """One row of logits per item (its windows' mean), from `model` in `dtype` (None: fp32)."""
+    return document_logits(predict_shared(model, encoded, run.config.train.eval_batch_size, data.pad_id, run.device,
+                                          dtype, run.procs), encoded.documents)
+
+
+def _decisions(logits: np.ndarray, thresholds: list[float] | None) -> np.ndarray:
+    """Each item's label (multi_label: its row of chosen classes)."""
     if thresholds is not None:
         return above_thresholds(sigmoid(logits), thresholds)
     return logits.argmax(axis=1)
-

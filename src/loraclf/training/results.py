@@ -56,10 +56,10 @@ def finish(run: RunContext, data: TrainData, trainable: Trainable, state: TrainS
     dc = run.config.data
     test_set = encode(data.tokenizer, data.splits.test.texts, None, dc.max_length, dc.long_texts, dc.window_stride) \
         if data.splits.test is not None else None
-    test_dtype, checked = answers.settle(run, data, trainable, best_state, test_set, thresholds)
-    summary |= checked
+    settled = answers.settle(run, data, trainable, best_state, test_set, thresholds)
+    summary |= settled.record
     if test_set is not None:
-        summary["test"] = evaluate_test(run, data, trainable, best_state, test_set, test_dtype, thresholds, calibrated)
+        summary["test"] = evaluate_test(run, data, trainable, best_state, test_set, settled, thresholds, calibrated)
     if calibrated is not None:
         summary["calibration"] = calibrated
         if run.procs.main:
@@ -97,19 +97,21 @@ def decision_thresholds(run: RunContext, data: TrainData, trainable: Trainable,
 
 
 def evaluate_test(run: RunContext, data: TrainData, trainable: Trainable, best_state: dict[str, torch.Tensor],
-                  test_set: Encoded, dtype: torch.dtype | None, thresholds: list[float] | None = None,
+                  test_set: Encoded, settled: answers.Settled, thresholds: list[float] | None = None,
                   calibrated: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The best model (not the last) on the test split (encoded), in `dtype` (None: fp32); writes
-    test_metrics.json and its confusion matrix. With `calibrated` (a calibration record), adds the test split's
-    ECE before and after to it."""
-    checkpoint.load_trainable(trainable.model, best_state)
+    """The best model (not the last) on the test split (encoded), in the dtype answers.settle chose (or with the
+    logits it already computed); writes test_metrics.json and its confusion matrix. With `calibrated` (a
+    calibration record), adds the test split's ECE before and after to it."""
     dc = run.config.data
     label_names = data.splits.label_names
-    started = time.perf_counter()
-    trainable.model.eval()
-    logits = document_logits(predict_shared(trainable.model, test_set, run.config.train.eval_batch_size, data.pad_id,
-                                            run.device, dtype, run.procs), test_set.documents)
-    seconds = time.perf_counter() - started
+    dtype, logits, seconds = settled.test_dtype, settled.test_logits, settled.test_seconds
+    if logits is None:
+        checkpoint.load_trainable(trainable.model, best_state)
+        started = time.perf_counter()
+        trainable.model.eval()
+        logits = document_logits(predict_shared(trainable.model, test_set, run.config.train.eval_batch_size,
+                                                data.pad_id, run.device, dtype, run.procs), test_set.documents)
+        seconds = time.perf_counter() - started
     result = metrics(data.splits.test.labels, logits, label_names, thresholds)
     result["texts_per_s"] = round(test_set.count / seconds, 2)
     result["texts_cut"] = test_set.cut
