@@ -47,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     for add in (_add_train, _add_recipes, _add_budget, _add_plan, _add_evaluate, _add_predict, _add_report,
-                _add_search, _add_serve, _add_export):
+                _add_search, _add_serve, _add_export, _add_doctor):
         # SUPPRESS: a command's own default must not undo `loraclf --verbose COMMAND`.
         add(commands).add_argument("--verbose", action="store_true", default=argparse.SUPPRESS, help=VERBOSE_HELP)
     return parser
@@ -200,6 +200,13 @@ def _add_export(commands) -> argparse.ArgumentParser:
     export.add_argument("--output", required=True, help="export folder")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty export folder")
     return export
+
+
+def _add_doctor(commands) -> argparse.ArgumentParser:
+    doctor = commands.add_parser("doctor", help="this machine, what loraclf uses on it, measured peaks, expected rates "
+                                                "(paste it into a bug report)")
+    doctor.add_argument("--json", action="store_true", help="print one JSON object")
+    return doctor
 
 
 def _config(args, overrides):
@@ -468,6 +475,14 @@ def cmd_export(args, overrides) -> None:
     export(args.run_dir, args.format, args.output, int8=args.int8, overwrite=args.overwrite)
 
 
+def cmd_doctor(args, overrides) -> None:
+    from loraclf.doctor import render, report
+
+    _no_overrides(overrides)
+    found = report()
+    print(json.dumps(found) if args.json else render(found), end="\n" if args.json else "")
+
+
 def _note(line: str) -> None:
     print(line, file=sys.stderr)
 
@@ -479,7 +494,7 @@ def _no_overrides(overrides: list[str]) -> None:
 
 COMMANDS = {"train": cmd_train, "recipes": cmd_recipes, "budget": cmd_budget, "plan": cmd_plan, "evaluate": cmd_evaluate,
             "predict": cmd_predict, "export": cmd_export, "report": cmd_report,
-            "serve": cmd_serve, "search": cmd_search}
+            "serve": cmd_serve, "search": cmd_search, "doctor": cmd_doctor}
 
 
 def _quiet() -> None:
