@@ -74,7 +74,8 @@ def settle(run: RunContext, data: TrainData, trainable: Trainable, best_state: d
         record = {"inference_precision": dtype_name(run.dtype) if same else "float32",
                   "label_agreement_with_fp32": agreement}
         run.log(f"answers: {dtype_name(run.dtype)} gives fp32's labels on {_shares(agreement)}; evaluate, predict "
-                f"and serve run in {'it where it is native, else in ' if same else ''}fp32; test scored in fp32")
+                f"and serve run in {'it where it is native, else in ' if same else ''}fp32"
+                + ("; test scored in fp32" if "test" in sets else ""))
     record["int8_label_agreement_with_fp32"] = _int8_agreement(run, data, trainable, exact["validation"], thresholds)
     return Settled(None, record, exact.get("test"), seconds.get("test", 0.0))
 
