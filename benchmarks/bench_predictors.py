@@ -71,8 +71,8 @@ def main() -> None:
     machine = hardware.probe()
     peak = hardware.matmul_peak(torch.float32, torch.device("cpu"), 2.0, 2048)
     n = encoder_parameters(readers.read_config(args.run_dir).model.name_or_path)
-    print(f"{machine.cpu}, {machine.cpu_class}, {torch.get_num_threads()} threads; fp32 peak {peak / 1e12:.3f} TFLOP/s; "
-          f"{len(texts):,} texts; N = {n:,}")
+    print(f"{machine.cpu}, {machine.cpu_class}, {torch.get_num_threads()} threads; fp32 peak "
+          f"{peak / 1e12:.3f} TFLOP/s; {len(texts):,} texts; N = {n:,}")
     rows, exact = [], {}
     with tempfile.TemporaryDirectory() as tmp:
         arms = {"torch fp32 (exact)": lambda: Classifier.load(args.run_dir, device="cpu", precision="fp32"),

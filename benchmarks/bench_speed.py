@@ -168,10 +168,11 @@ def arm_study(model_name: str, steps: int, predict_n: int, device: str) -> dict:
 
 
 def arm_loraclf(model_name: str, steps: int, predict_n: int, device: str, overrides: list[str],
-                process_n: int) -> dict:
+                process_n: int, variants: list[str]) -> dict:
     """loraclf's own path: train() with configs/paper.yaml as shipped (model, data and step count aside, plus
     `overrides`), the merged model in process, then (`process_n` > 0) `loraclf predict` as a whole process over
-    `process_n` texts, start-up and model load included."""
+    `process_n` texts, start-up and model load included, once per entry of `variants` (predict's flags: "" for
+    its defaults, "--precision fp32", "--int8")."""
     import torch
 
     from loraclf.config.loading import load_config, parse_overrides
@@ -192,7 +193,7 @@ def arm_loraclf(model_name: str, steps: int, predict_n: int, device: str, overri
         steps_log = [e for e in events if e["event"] == "train"]
         first, last = steps_log[0], steps_log[-1]
         seconds = last["elapsed_s"] - first["elapsed_s"]
-        trained = Classifier.load(Path(tmp) / "run", device=device)  # merged, in the run's training precision
+        trained = Classifier.load(Path(tmp) / "run", device=device)  # merged, in predict's default precision
         texts, _ = texts_and_labels(predict_n)
         trained.logits(texts[:64], 64)  # warm the inference kernels up before timing
         start = time.perf_counter()
@@ -201,28 +202,31 @@ def arm_loraclf(model_name: str, steps: int, predict_n: int, device: str, overri
             torch.cuda.synchronize()
         predict_seconds = time.perf_counter() - start
         n_nonembed = non_embedding_parameters(trained.model)
-        process_seconds = predict_process(Path(tmp), process_n) if process_n else None
+        process = {flags or "default": process_n / predict_process(Path(tmp), process_n, flags.split())
+                   for flags in variants} if process_n else {}
     return {
         "samples_per_s": (last["seen"] - first["seen"]) / seconds,
         "tokens_per_s": (last["tokens"] - first["tokens"]) / seconds,
         "predict_texts_per_s": predict_n / predict_seconds,
         "predict_tokens_per_s": sum(map(len, trained.tokenizer(texts, truncation=True)["input_ids"])) / predict_seconds,
-        "process_texts_per_s": process_n / process_seconds if process_n else None,
+        "process_texts_per_s": process,
+        "predict_precision": trained.precision,
         "n_nonembed": n_nonembed,
         "peak_memory_mb": peak_memory_mb(device),
         "precision": summary["precision"],
     }
 
 
-def predict_process(tmp: Path, count: int) -> float:
-    """Seconds `loraclf predict` takes as a whole process over `count` texts (the data's, repeated as needed)."""
+def predict_process(tmp: Path, count: int, flags: list[str]) -> float:
+    """Seconds `loraclf predict FLAGS` takes as a whole process over `count` texts (the data's, repeated as
+    needed)."""
     texts, _ = texts_and_labels()
     source = tmp / "texts.csv"
     with source.open("w", encoding="utf-8", newline="") as handle:
         csv.writer(handle).writerows([["text"], *([texts[i % len(texts)]] for i in range(count))])
     start = time.perf_counter()
     done = subprocess.run([sys.executable, "-m", "loraclf.cli", "predict", str(tmp / "run"), "--input", str(source),
-                           "--output", str(tmp / "predictions.csv")], capture_output=True, text=True)
+                           "--output", str(tmp / "predictions.csv"), "--overwrite", *flags], capture_output=True, text=True)
     if done.returncode:
         sys.exit(f"loraclf predict failed:\n{done.stderr}")
     return time.perf_counter() - start
@@ -240,6 +244,7 @@ def run_arm(arm: str, model: str, args: argparse.Namespace, extra: list[str]) ->
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         cmd = [sys.executable, __file__, "--arm", arm, "--models", model, "--steps", str(args.steps),
                "--predict", str(args.predict), "--process-texts", str(args.process_texts), "--device", args.device,
+               f"--process-variants={args.process_variants}",
                "--result", out.name, *extra]
         subprocess.run(cmd, check=True, env=os.environ | {"TOKENIZERS_PARALLELISM": "false"})
         return json.loads(Path(out.name).read_text())
@@ -254,6 +259,8 @@ def main() -> None:
     parser.add_argument("--predict", type=int, default=512, help="texts to predict in process per arm")
     parser.add_argument("--process-texts", type=int, default=7600,
                         help="texts for `loraclf predict` as a whole process (the official test's 7,600; 0: skip)")
+    parser.add_argument("--process-variants", default=",--precision fp32,--int8",
+                        help="comma-separated `loraclf predict` flags, each timed as a process ('' = defaults)")
     parser.add_argument("--device", default="cuda" if _cuda() else "cpu")
     parser.add_argument("--arm", choices=["study", *LORACLF_ARMS], help=argparse.SUPPRESS)
     parser.add_argument("--result", help=argparse.SUPPRESS)
@@ -274,7 +281,7 @@ def main() -> None:
         else:
             overrides, process = LORACLF_ARMS[args.arm]
             result = arm_loraclf(args.models, args.steps, args.predict, args.device, overrides + extra,
-                                 args.process_texts if process else 0)
+                                 args.process_texts if process else 0, args.process_variants.split(","))
         Path(args.result).write_text(json.dumps(result))
         return
     report(args, extra)
@@ -285,19 +292,19 @@ def report(args: argparse.Namespace, extra: list[str]) -> None:
 
     import torch
 
-    from loraclf.model.runtime import cpu_has_bf16
+    from loraclf.model.hardware import probe
 
     peaks = {name: matmul_peak(name, args.device) for name in ("float32", "bfloat16")}
     where = torch.cuda.get_device_name() if args.device == "cuda" else (
         f"{cpuinfo('model name') or platform.processor()}, {torch.get_num_threads()} threads, "
-        f"native bf16: {cpu_has_bf16()}, AMX: {'amx_bf16' in cpuinfo('flags').split()}")
+        f"{probe().cpu_class}")
     print(f"device {args.device} ({where}), torch {torch.__version__}; matmul peak: "
           f"fp32 {peaks['float32'] / 1e12:.2f} TFLOP/s, bf16 {peaks['bfloat16'] / 1e12:.2f} TFLOP/s")
     print(f"{args.steps} training steps of batch {BATCH} per arm (the first step not timed); {args.predict} texts "
           f"predicted; data {DATA.name} ({DATA.parent.name}); loraclf overrides: {' '.join(extra) or 'none'}\n")
     header = ("model", "pipeline", "precision", "train samples/s", "real tokens/s", "useful TFLOP/s",
-              "% bf16 peak", "% fp32 peak", "predict texts/s", "predict % bf16 peak", "predict process texts/s",
-              "peak memory MB")
+              "% bf16 peak", "% fp32 peak", "predict precision", "predict texts/s", "predict % fp32 peak",
+              "predict process texts/s", "peak memory MB")
     rows, ratios = [], []
     arms = args.arms.split(",")
     for model in args.models.split(","):
@@ -307,9 +314,9 @@ def report(args: argparse.Namespace, extra: list[str]) -> None:
             predict_flops = 2 * r["n_nonembed"] * r["predict_tokens_per_s"]  # forward only
             rows.append((model, arm, r["precision"], f"{r['samples_per_s']:.1f}", f"{r['tokens_per_s']:.0f}",
                          f"{flops / 1e12:.3f}", f"{100 * flops / peaks['bfloat16']:.1f}",
-                         f"{100 * flops / peaks['float32']:.1f}", f"{r['predict_texts_per_s']:.1f}",
-                         f"{100 * predict_flops / peaks['bfloat16']:.1f}",
-                         f"{r['process_texts_per_s']:.1f}" if r.get("process_texts_per_s") else "",
+                         f"{100 * flops / peaks['float32']:.1f}", r.get("predict_precision", "float32"),
+                         f"{r['predict_texts_per_s']:.1f}", f"{100 * predict_flops / peaks['float32']:.1f}",
+                         "; ".join(f"{k} {v:.1f}" for k, v in (r.get("process_texts_per_s") or {}).items()),
                          f"{r['peak_memory_mb']:.0f}"))
         if "study" in results:
             s = results["study"]
@@ -317,9 +324,9 @@ def report(args: argparse.Namespace, extra: list[str]) -> None:
                 f = results[arm]
                 line = (f"{model}: {arm} / study = training {f['samples_per_s'] / s['samples_per_s']:.2f}x "
                         f"samples/s; inference {f['predict_texts_per_s'] / s['predict_texts_per_s']:.2f}x in process")
-                if f.get("process_texts_per_s"):
-                    line += (f", {f['process_texts_per_s'] / s['predict_texts_per_s']:.2f}x as a whole "
-                             f"`loraclf predict` process over {args.process_texts} texts")
+                for flags, rate in (f.get("process_texts_per_s") or {}).items():
+                    line += (f"; `loraclf predict {'' if flags == 'default' else flags}` as a whole process over "
+                             f"{args.process_texts} texts {rate / s['predict_texts_per_s']:.2f}x")
                 ratios.append(line)
         for arm in arms:
             # The study's recipe: 6 epochs over 108,000 items (120,000 less the 10% validation split).

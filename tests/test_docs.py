@@ -32,6 +32,7 @@ NOT_RUN = {
     "pip install": "downloads",
     "hf download": "downloads from the hub",
     "python -c": "downloads AG News from the hub",
+    "bash benchmarks/gpu_check.sh": "a GPU machine's check: tests/test_gpu_check.py runs its dry run",
 }
 TRAINS = ("train", "search")
 

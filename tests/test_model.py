@@ -171,3 +171,17 @@ def test_loading_a_pretrained_base_reports_only_what_is_unexpected(tmp_path, tin
     finally:
         logger.removeHandler(handler)
         hf_logging.set_verbosity(verbosity)
+
+
+def test_an_unreachable_hub_fails_at_once_from_the_cache(monkeypatch, tmp_path):
+    import time
+
+    from loraclf.model import build
+
+    monkeypatch.setattr(build, "hub_reachable", lambda: False)
+    assert build.hub_kwargs(str(tmp_path)) == {}  # a local folder never asks the hub
+    assert build.hub_kwargs("nobody/no-such-model") == {"local_files_only": True}
+    started = time.perf_counter()
+    with pytest.raises(UserError, match="the hub is out of reach, and it is not in the local cache"):
+        build.load_base_config(ModelConfig(name_or_path="nobody/no-such-model"), ["a", "b"])
+    assert time.perf_counter() - started < 5

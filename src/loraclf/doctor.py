@@ -21,6 +21,7 @@ import torch
 from loraclf.config.loading import load_config
 from loraclf.config.recipes import resolve
 from loraclf.model import hardware, int8, runtime
+from loraclf.model.build import resolve_model_path
 from loraclf.rundir.versions import versions
 
 TOKENS_PER_ITEM = 54  # AG News, title + " " + description, roberta-base's tokenizer: the mean over 5,000 items
@@ -93,8 +94,6 @@ def expected(recipe: str, train_tflops: float, fp32_tflops: float) -> dict[str, 
 def encoder_parameters(name_or_path: str, trust_remote_code: bool = False) -> int:
     """The model's parameters outside its embeddings, counted on the meta device from a locally available config."""
     from transformers import AutoConfig, AutoModel
-
-    from loraclf.model.build import resolve_model_path
 
     config = AutoConfig.from_pretrained(resolve_model_path(name_or_path), local_files_only=True,
                                         trust_remote_code=trust_remote_code)

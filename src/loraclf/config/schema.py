@@ -295,10 +295,12 @@ class TrainConfig:
     # The validation metric that picks the best model: accuracy (multi_label: subset accuracy), macro_f1,
     # micro_f1 or loss.
     metric_for_best: str = "accuracy"
-    # auto (CUDA where available, else CPU), cpu, cuda, cuda:N or mps.
+    # auto (CUDA, else Apple's MPS, else the CPU), cpu, cuda, cuda:N or mps.
     device: str = "auto"
     # auto: bf16 autocast on CUDA (fp16 + loss scaling without bf16) and on CPUs
-    # with native bf16; fp32 elsewhere. Or bf16, fp16, fp32.
+    # with native bf16 (AVX512-BF16 or AMX); fp32 elsewhere (other AVX-512 CPUs
+    # only emulate bf16, slower than fp32) and on MPS. Or bf16, fp16, fp32.
+    # `loraclf doctor` says which this machine gets.
     precision: str = "auto"
     # torch.compile the model (batch widths rounded up to a multiple of 16).
     compile: bool = False

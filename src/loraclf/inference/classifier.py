@@ -26,12 +26,13 @@ from loraclf.errors import UserError
 from loraclf.inference import corpus, engines, manifest, onnx_runtime
 from loraclf.inference.manifest import Description, describe, load_options, with_long_texts
 from loraclf.metrics.classification import above_thresholds, sigmoid, softmax
+from loraclf.model import runtime
+from loraclf.model.adapter_loading import load_adapter
 from loraclf.model.build import build_base, set_task
 from loraclf.model.heads import head_module_names
 from loraclf.model.int8 import quantize_linears
 from loraclf.model.logits import document_logits, predict_logits
 from loraclf.model.pooling import apply_pooling
-from loraclf.model import runtime
 from loraclf.model.runtime import inference_dtype, pick_device
 from loraclf.rundir import layout, readers
 
@@ -101,7 +102,8 @@ class Classifier:
     def runs_in(self) -> str:
         """Where and in what precision this classifier runs, in one line (printed by evaluate, predict, serve)."""
         if self.description.kind in ("onnx", "onnx-int8"):
-            return f"device: cpu (onnxruntime); precision: {'int8 weights' if 'int8' in self.description.kind else 'fp32'}"
+            kind = "int8 weights (MatMulNBits)" if self.description.kind == "onnx-int8" else "fp32"
+            return f"device: cpu (onnxruntime); precision: {kind}"
         line = runtime.describe(self.device, self.dtype)
         if not self.int8:
             return line
@@ -215,8 +217,6 @@ def _load_run(path: Path, device: torch.device, dtype: torch.dtype | None, quant
     """Base + adapter of a run folder. Merged, the adapter is folded into the base weights (W + (alpha/r)BA)
     and the linear weights cast once to `dtype`, instead of autocast casting them for every batch. A run trained on a
     quantized base loads on it unmerged: merging into 4-bit weights would round the update away."""
-    from loraclf.model.adapter import load_adapter  # PEFT (and bitsandbytes through it): seconds of imports
-
     _, config, labels = readers.read_run_config(path)
     tokenizer = AutoTokenizer.from_pretrained(path / layout.TOKENIZER)
     base_folder = path / layout.BASE_MODEL if (path / layout.BASE_MODEL).is_dir() else None

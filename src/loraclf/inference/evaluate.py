@@ -36,7 +36,8 @@ def evaluate(about: Description, inputs: list[LabelledFile], output: str | None 
         tokens = clf.tokens(item.table.texts)
         result = metrics(item.labels, clf.logits_of(tokens, batch_size), clf.labels, about.thresholds)
         result |= {"data": item.name, "run": str(about.path), "long_texts": about.long_texts,
-                   "texts_cut": tokens.cut, "precision": clf.precision, "bad_rows": item.dropped.to_dict() if item.dropped else None}
+                   "texts_cut": tokens.cut, "precision": clf.precision,
+                   "bad_rows": item.dropped.to_dict() if item.dropped else None}
         path = Path(output) if output else layout.eval_file(about.path, item.name)
         atomic.write_json(path, result)
         plot_confusion(result["confusion_matrix"], clf.labels, path.with_suffix(".png"), Path(item.name).name)

@@ -83,15 +83,3 @@ def _tidy_adapter_config(path: Path, model: PeftModel, base: str | None) -> None
     if base is not None:
         settings["base_model_name_or_path"] = base
     path.write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-
-
-def load_adapter(base: PreTrainedModel, adapter_folder: Path) -> PeftModel:
-    """Base + trained adapter and head, read from safetensors, for inference."""
-    try:
-        return PeftModel.from_pretrained(base, adapter_folder, is_trainable=False)
-    except RuntimeError as exc:
-        mismatch = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), None)
-        if mismatch is None:
-            raise
-        raise UserError(f"adapter {adapter_folder}: does not fit the base model {base.config.name_or_path or ''} "
-                        f"({mismatch}); was it trained on another base model?") from None

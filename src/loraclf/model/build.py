@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib.util
 import logging
+import os
 import re
 from pathlib import Path
 
@@ -43,19 +45,48 @@ def resolve_model_path(name_or_path: str) -> str:
     return str(folder)
 
 
+@functools.lru_cache(maxsize=1)
+def hub_reachable() -> bool:
+    """Whether the hub's host answers a TCP connection within a second and a half, asked once per process.
+
+    Unreachable, the hub's client retries each file for tens of seconds before failing; loading from its cache
+    alone (local_files_only) answers at once, from the cache or with the one-line error. Behind a proxy the
+    direct connection says nothing, so it is not tried there."""
+    import socket
+    from urllib.parse import urlparse
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
+        return True  # offline already answers at once; a proxy is trusted to reach the hub
+    url = urlparse(constants.ENDPOINT)
+    try:
+        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), 1.5).close()
+    except OSError:
+        return False
+    return True
+
+
+def hub_kwargs(name: str) -> dict:
+    """from_pretrained's keywords for `name`: the cache alone where it is a hub id and the hub is out of reach."""
+    return {} if Path(name).exists() or hub_reachable() else {"local_files_only": True}
+
+
 def _hub_error(what: str, name: str, exc: Exception) -> UserError:
     if Path(name).exists():
         return UserError(f"cannot load the {what} from folder {name}: {str(exc).splitlines()[0]}")
+    reason = "the hub is out of reach, and it is not in the local cache" if hub_kwargs(name) else \
+        f"the hub could not provide it ({type(exc).__name__})"
     return UserError(
-        f"cannot load the {what} {name!r}: not a local folder and the hub could not provide it "
-        f"({type(exc).__name__}); offline, point --model.name_or_path at a local model folder"
+        f"cannot load the {what} {name!r}: not a local folder, {reason}; offline, point --model.name_or_path "
+        "at a local model folder"
     )
 
 
 def load_tokenizer(model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
     name = resolve_model_path(model_cfg.name_or_path)
     try:
-        return AutoTokenizer.from_pretrained(name, trust_remote_code=model_cfg.trust_remote_code)
+        return AutoTokenizer.from_pretrained(name, trust_remote_code=model_cfg.trust_remote_code, **hub_kwargs(name))
     except (OSError, ValueError) as exc:
         raise _hub_error("tokenizer", name, exc) from None
 
@@ -73,6 +104,7 @@ def load_base_config(model_cfg: ModelConfig, label_names: list[str]) -> Pretrain
             id2label=dict(enumerate(label_names)),
             label2id={n: i for i, n in enumerate(label_names)},
             trust_remote_code=model_cfg.trust_remote_code,
+            **hub_kwargs(name),
         )
     except (OSError, ValueError) as exc:
         raise _hub_error("model config", name, exc) from None
@@ -174,7 +206,7 @@ def _build_encoder(model_cfg: ModelConfig, label_names: list[str], base_folder: 
         with _quiet_expected_head(config):
             return AutoModelForSequenceClassification.from_pretrained(
                 name, config=config, trust_remote_code=model_cfg.trust_remote_code, attn_implementation=attention,
-                **extra
+                **extra, **hub_kwargs(name)
             )
     except (OSError, ValueError) as exc:
         raise _hub_error("model", name, exc) from None

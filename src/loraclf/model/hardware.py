@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+
 @dataclass(frozen=True)
 class Machine:
     """The facts device and precision are chosen from."""

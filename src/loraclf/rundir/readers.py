@@ -11,7 +11,8 @@ import yaml
 from loraclf.config.loading import load_config
 from loraclf.config.schema import Config
 from loraclf.errors import UserError
-from loraclf.rundir.layout import ADAPTER, CONFIG, LABELS, ROUND_RECORD, SUMMARY, THRESHOLDS, check_folder, round_folders
+from loraclf.rundir.layout import (ADAPTER, CONFIG, LABELS, ROUND_RECORD, SUMMARY, THRESHOLDS, check_folder,
+                                   round_folders)
 
 
 def read_config(run_dir: str | Path) -> Config:
