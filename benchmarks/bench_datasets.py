@@ -1,8 +1,8 @@
 """A recipe's choices on several data sets side by side: arms x data sets x seeds, with TF-IDF + LR beside them.
 
-    python benchmarks/datasets.py --seeds 42,43,44 --arm shipped= --arm mean="--model.pooling mean"
-    python benchmarks/datasets.py --datasets banking77 --seeds 42 --arm e6="--train.epochs 6"
-    python benchmarks/datasets.py --table --log runs.jsonl       # the table of the runs logged so far
+    python benchmarks/bench_datasets.py --seeds 42,43,44 --arm shipped= --arm mean="--model.pooling mean"
+    python benchmarks/bench_datasets.py --datasets banking77 --seeds 42 --arm e6="--train.epochs 6"
+    python benchmarks/bench_datasets.py --table --log runs.jsonl       # the table of the runs logged so far
 
 Each data set is a file of ../shared trained with `--config` (default: the quickstart recipe), `--shared`, the data
 set's own overrides (its file, `--data.test_size 1000`: a held-out test part, seeded by data.split_seed and so the
