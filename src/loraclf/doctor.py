@@ -61,22 +61,9 @@ def measured_peaks(device: torch.device, seconds: float) -> dict[str, dict[str, 
                     "native": runtime.native(None if dtype is torch.float32 else dtype, device)}
              for name, dtype in dtypes.items()}
     if device.type == "cpu":
-        peaks["int8"] = {"tflops": round(int8_peak(seconds) / 1e12, 3), "native": int8.supported(),
+        peaks["int8"] = {"tflops": round(hardware.matmul_peak(torch.int8, device, seconds) / 1e12, 3), "native": int8.supported(),
                          "note": "tera-ops/s of int8 products with int32 sums"}
     return peaks
-
-
-def int8_peak(seconds: float, size: int = 1024) -> float:
-    import time
-
-    a = torch.randint(-127, 128, (size, size), dtype=torch.int8)
-    b = torch.randint(-127, 128, (size, size), dtype=torch.int8)
-    torch._int_mm(a, b)
-    count, started = 0, time.perf_counter()
-    while count < 3 or time.perf_counter() - started < seconds:
-        torch._int_mm(a, b)
-        count += 1
-    return 2 * size**3 * count / (time.perf_counter() - started)
 
 
 def expected(recipe: str, train_tflops: float, fp32_tflops: float) -> dict[str, Any]:

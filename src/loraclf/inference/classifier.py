@@ -117,7 +117,7 @@ class Classifier:
         """The dtype the model runs in: float32, bfloat16 or float16 (int8: the linear layers' int8)."""
         if self.int8:
             return "int8"
-        return str(self.dtype).removeprefix("torch.") if self.dtype is not None else "float32"
+        return runtime.dtype_name(self.dtype)
 
     @property
     def labels(self) -> list[str]:

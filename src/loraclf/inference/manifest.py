@@ -52,12 +52,14 @@ def describe(folder: str | Path) -> Description:
                            m.get("thresholds"), m.get("long_texts", "truncate"), m.get("window_stride"))
     _, config, labels = readers.read_run_config(path)
     budget = path / layout.BUDGET
+    summary = readers.read_summary(path)
+    # inference_precision: what the run's answers were checked in; runs from before it answer in fp32.
     return Description(path, "run", labels, config.data.max_length, Schema.of(config.data),
-                       readers.read_inference_precision(path),
+                       str(summary.get("inference_precision", "float32")),
                        {"base_model": config.model.name_or_path, "method": config.lora.method,
                         "quantization": config.quantization.bits or None,
                         "parameters": json.loads(budget.read_text(encoding="utf-8")) if budget.is_file() else None,
-                        "int8_agreement": readers.read_summary(path).get("int8_label_agreement_with_fp32")},
+                        "int8_agreement": summary.get("int8_label_agreement_with_fp32")},
                        readers.read_thresholds(path), config.data.long_texts, config.data.window_stride)
 
 

@@ -84,13 +84,18 @@ def cpu_name() -> str:
 
 
 def matmul_peak(dtype: torch.dtype, device: torch.device, seconds: float = 0.5, size: int = 1024) -> float:
-    """FLOP/s of a square fp32/bf16/fp16 matmul of `size`, timed for about `seconds`: the practical peak."""
-    a = torch.randn(size, size, device=device).to(dtype)
-    b = torch.randn(size, size, device=device).to(dtype)
-    _sync(device, a @ b)
+    """FLOP/s of a square fp32/bf16/fp16 matmul of `size`, timed for about `seconds`: the practical peak.
+    torch.int8 (CPU): int8 products with int32 sums (`torch._int_mm`), in operations per second."""
+    if dtype is torch.int8:
+        a, b = (torch.randint(-127, 128, (size, size), dtype=torch.int8) for _ in range(2))
+        multiply = torch._int_mm
+    else:
+        a, b = (torch.randn(size, size, device=device).to(dtype) for _ in range(2))
+        multiply = torch.matmul
+    _sync(device, multiply(a, b))
     count, started = 0, time.perf_counter()
     while count < 3 or time.perf_counter() - started < seconds:
-        _sync(device, a @ b)
+        _sync(device, multiply(a, b))
         count += 1
     return 2 * size**3 * count / (time.perf_counter() - started)
 

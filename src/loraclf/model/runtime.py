@@ -113,6 +113,11 @@ def inference_dtype(precision: str, recorded: str, device: torch.device) -> torc
     return dtype if native(dtype, device) else None
 
 
+def dtype_name(dtype: torch.dtype | None) -> str:
+    """float32, bfloat16 or float16 (None: fp32), as metrics.json records precisions."""
+    return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
+
+
 def describe(device: torch.device, dtype: torch.dtype | None) -> str:
     """One line for the start of train, evaluate, predict and serve: where and in what precision, and why."""
     machine = hardware.probe()

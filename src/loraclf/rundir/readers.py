@@ -11,8 +11,16 @@ import yaml
 from loraclf.config.loading import load_config
 from loraclf.config.schema import Config
 from loraclf.errors import UserError
-from loraclf.rundir.layout import (ADAPTER, CONFIG, LABELS, ROUND_RECORD, SUMMARY, THRESHOLDS, check_folder,
-                                   round_folders)
+from loraclf.rundir.layout import (
+    ADAPTER,
+    CONFIG,
+    LABELS,
+    ROUND_RECORD,
+    SUMMARY,
+    THRESHOLDS,
+    check_folder,
+    round_folders,
+)
 
 
 def read_config(run_dir: str | Path) -> Config:
@@ -44,12 +52,6 @@ def read_summary(run_dir: Path) -> dict[str, Any]:
     except (OSError, ValueError):
         return {}
     return summary if isinstance(summary, dict) else {}
-
-
-def read_inference_precision(run_dir: Path) -> str:
-    """The precision a finished run's answers were checked in (metrics.json's inference_precision): float32,
-    or the training dtype where it gave fp32's labels on validation and test. Runs from before it: float32."""
-    return str(read_summary(run_dir).get("inference_precision", "float32"))
 
 
 def read_run_config(run_dir: str | Path) -> tuple[Path, Config, list[str]]:

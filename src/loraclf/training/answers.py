@@ -25,14 +25,11 @@ from loraclf.model.build import build_base
 from loraclf.model.heads import head_module_names
 from loraclf.model.int8 import quantize_linears
 from loraclf.model.logits import document_logits
+from loraclf.model.runtime import dtype_name
 from loraclf.rundir import layout
 from loraclf.training import checkpoint
 from loraclf.training.evaluation import predict_shared
 from loraclf.training.state import RunContext, Trainable, TrainData
-
-
-def dtype_name(dtype: torch.dtype | None) -> str:
-    return str(dtype).removeprefix("torch.") if dtype is not None else "float32"
 
 
 @dataclass

@@ -12,7 +12,7 @@ from loraclf.data.encoding import Encoded, cut_note, encode
 from loraclf.metrics.classification import confident_mistakes, metrics, tune_thresholds
 from loraclf.metrics.plots import plot_confusion
 from loraclf.model.logits import document_logits
-from loraclf.model.runtime import peak_memory_mb
+from loraclf.model.runtime import dtype_name, peak_memory_mb
 from loraclf.rundir import atomic, card, layout, readers, report
 from loraclf.training import answers, calibration, checkpoint
 from loraclf.training.evaluation import predict_shared
@@ -45,7 +45,7 @@ def finish(run: RunContext, data: TrainData, trainable: Trainable, state: TrainS
         "base_weight_bytes": trainable.base_bytes,
         "peak_memory_mb": peak_memory_mb(run.device),
         "quantization": f"{quant.bits}-bit" if quant.bits else None,
-        "precision": str(run.dtype).removeprefix("torch.") if run.dtype else "float32",
+        "precision": dtype_name(run.dtype),
     }
     if run.config.adapt.method != "none":
         summary["adapt"] = readers.read_rounds(run.out)
@@ -115,7 +115,7 @@ def evaluate_test(run: RunContext, data: TrainData, trainable: Trainable, best_s
     result = metrics(data.splits.test.labels, logits, label_names, thresholds)
     result["texts_per_s"] = round(test_set.count / seconds, 2)
     result["texts_cut"] = test_set.cut
-    result["precision"] = answers.dtype_name(dtype)
+    result["precision"] = dtype_name(dtype)
     if calibrated is not None:  # the model's logits are already divided by T: before is logits * T
         t = np.asarray(calibrated["temperature"])  # one, or one per class
         calibrated["test"] = calibration.measured(data.splits.test.labels, logits * t, t)
