@@ -88,7 +88,8 @@ def main() -> None:
     from loraclf.data.splits import load_splits
     from loraclf.deploy.export import export
     from loraclf.inference.classifier import Classifier
-    from loraclf.model.build import load_tokenizer, resolve_model_path
+    from loraclf.model.build import load_tokenizer
+    from loraclf.model.hub import resolve_model_path
     from loraclf.rundir import readers
 
     run = Path(args.run_dir)

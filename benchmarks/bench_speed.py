@@ -101,7 +101,7 @@ def arm_study(model_name: str, steps: int, predict_n: int, device: str) -> dict:
         TrainingArguments,
     )
 
-    from loraclf.model.build import resolve_model_path
+    from loraclf.model.hub import resolve_model_path
 
     spec = MODELS[model_name]
     path = resolve_model_path(spec["path"])

@@ -218,3 +218,30 @@ def test_evaluate_reads_a_semicolon_file_and_skips_its_bad_rows_when_asked(train
     assert code == 0, err
     result = json.loads((tmp_path / "semi.json").read_text())
     assert result["count"] == 6 and result["bad_rows"]["count"] == 1 and "skipped 1 bad row (" in err
+
+
+# `loraclf ARGS` in a fresh Python: its exit code, and whether torch was imported on the way.
+IMPORTS_PROBE = "import sys; from loraclf.cli import main; code = main(sys.argv[1:]); print(code, 'torch' in sys.modules)"
+
+
+def test_a_base_out_of_reach_fails_in_one_line_before_torch_loads(trained, tmp_path):
+    """Offline (the suite sets HF_HUB_OFFLINE), a hub id that is not in the cache fails at once: named by a
+    config, or as the base of a run folder that does not hold it. torch never loads, and nothing is written."""
+    import shutil
+    import subprocess
+    import sys
+
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"], run, ignore=shutil.ignore_patterns("base_model"))
+    config = yaml.safe_load((run / "config.yaml").read_text())
+    config["model"]["name_or_path"] = "nobody/no-such-model"
+    (run / "config.yaml").write_text(yaml.safe_dump(config))
+    for args in (["train", "--config", trained["config"], "--model.name_or_path", "nobody/no-such-model",
+                  "--output-dir", tmp_path / "new"],
+                 ["predict", run, "hello"], ["evaluate", run, "--data", trained["test"]]):
+        done = subprocess.run([sys.executable, "-c", IMPORTS_PROBE, *map(str, args)], capture_output=True, text=True)
+        assert done.stdout.split() == ["2", "False"], (args[0], done.stdout, done.stderr)
+        assert_user_error(2, done.stderr, "cannot load the model 'nobody/no-such-model'", "the hub is out of reach")
+    assert not (tmp_path / "new").exists()

@@ -5,8 +5,9 @@ from transformers import AutoModelForSequenceClassification
 from loraclf.config.schema import LoraConfig, ModelConfig
 from loraclf.errors import UserError
 from loraclf.model.adapter import wrap_with_lora
-from loraclf.model.build import build_base, resolve_model_path
+from loraclf.model.build import build_base
 from loraclf.model.heads import head_module_names
+from loraclf.model.hub import resolve_model_path
 
 from conftest import tiny_roberta_config
 
@@ -176,12 +177,35 @@ def test_loading_a_pretrained_base_reports_only_what_is_unexpected(tmp_path, tin
 def test_an_unreachable_hub_fails_at_once_from_the_cache(monkeypatch, tmp_path):
     import time
 
-    from loraclf.model import build
+    from loraclf.model import build, hub
 
-    monkeypatch.setattr(build, "hub_reachable", lambda: False)
-    assert build.hub_kwargs(str(tmp_path)) == {}  # a local folder never asks the hub
-    assert build.hub_kwargs("nobody/no-such-model") == {"local_files_only": True}
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    assert hub.hub_kwargs(str(tmp_path)) == {}  # a local folder never asks the hub
+    assert hub.hub_kwargs("nobody/no-such-model") == {"local_files_only": True}
     started = time.perf_counter()
     with pytest.raises(UserError, match="the hub is out of reach, and it is not in the local cache"):
         build.load_base_config(ModelConfig(name_or_path="nobody/no-such-model"), ["a", "b"])
     assert time.perf_counter() - started < 5
+
+
+def test_a_model_is_required_before_anything_loads(monkeypatch, tmp_path):
+    """require_model: a folder passes; a hub id passes where the hub is in reach or the id is in its cache;
+    otherwise the one line loading would end in. Offline (HF_HUB_OFFLINE, as in this suite) only the cache counts."""
+    from huggingface_hub import constants
+
+    from loraclf.model import hub
+
+    assert hub.require_model(str(tmp_path)) == str(tmp_path)
+    with pytest.raises(UserError, match="cannot load the model 'nobody/no-such-model': not a local folder, the hub is "
+                                        "out of reach, and it is not in the local cache"):
+        hub.require_model("nobody/no-such-model")
+    with pytest.raises(UserError, match="not a local folder"):
+        hub.require_model(str(tmp_path / "gone"))  # a path that is no hub id either
+    monkeypatch.setattr(hub, "_cached", lambda name: name == "cached/model")
+    assert hub.require_model("cached/model") == "cached/model"
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(hub, "hub_reachable", lambda: True)
+    assert hub.require_model("nobody/no-such-model") == "nobody/no-such-model"  # the hub itself will answer
+    monkeypatch.setattr(hub, "hub_reachable", lambda: False)
+    with pytest.raises(UserError, match="the hub is out of reach"):
+        hub.require_model("nobody/no-such-model")

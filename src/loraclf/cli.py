@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import shlex
 import sys
@@ -225,6 +226,7 @@ def _label_names(config) -> list[str]:
 
 
 def cmd_train(args, overrides) -> None:
+    from loraclf.model.hub import require_model
     from loraclf.rundir.readers import read_config
 
     if args.resume:
@@ -240,6 +242,7 @@ def cmd_train(args, overrides) -> None:
     else:
         config = _config(args, overrides)
         output = args.output_dir or f"runs/{Path(args.config).stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+    require_model(config.model.name_or_path)
     from loraclf.training.recipe import train  # torch and PEFT load only once the config checked out
 
     # The run's log lines go to stdout; progress (a bar, or a line per train record) and errors to stderr, so
@@ -308,14 +311,15 @@ def cmd_plan(args, overrides) -> None:
 
 
 def cmd_evaluate(args, overrides) -> None:
-    from loraclf.data.encoding import cut_note
     from loraclf.inference.inputs import labelled_files
-    from loraclf.inference.manifest import describe, with_long_texts
+    from loraclf.inference.manifest import describe, require_base, with_long_texts
 
     _no_overrides(overrides)
     about = with_long_texts(describe(args.run_dir), args.long_texts, args.window_stride)
+    require_base(about)
     inputs = labelled_files(about, args.data, args.output, args.allow_pickle, args.on_bad_row, args.delimiter,
                             args.encoding, args.text_column)
+    from loraclf.data.encoding import cut_note
     from loraclf.inference.evaluate import evaluate  # torch and PEFT load only once the files checked out
 
     results = evaluate(about, inputs, args.output, args.batch_size, args.precision, not args.unquantized, _note,
@@ -336,12 +340,13 @@ def cmd_evaluate(args, overrides) -> None:
 
 
 def cmd_predict(args, overrides) -> None:
-    from loraclf.inference.manifest import describe, with_long_texts
+    from loraclf.inference.manifest import describe, require_base, with_long_texts
 
     _no_overrides(overrides)
     if args.input and args.texts:
         raise UserError("predict: give texts as arguments or --input FILE, not both")
     about = with_long_texts(describe(args.run_dir), args.long_texts, args.window_stride)
+    require_base(about)
     if args.input:
         _predict_file(args, about)
     else:
@@ -425,9 +430,12 @@ def cmd_report(args, overrides) -> None:
 
 
 def cmd_search(args, overrides) -> None:
-    from loraclf.tuning.search import run_worker, search
+    from loraclf.model.hub import require_model
 
     config = _config(args, overrides)
+    require_model(config.model.name_or_path)
+    from loraclf.tuning.search import run_worker, search  # torch and Optuna load only once the config checked out
+
     if args.worker_index:  # a child started by --workers K: one worker, no children of its own
         run_worker(config, args.trials, Path(args.study_dir), args.storage, args.worker_index,
                    timeout_min=args.timeout)
@@ -446,7 +454,7 @@ def cmd_serve(args, overrides) -> None:
     import yaml
 
     from loraclf.config.loading import load_config, parse_overrides
-    from loraclf.inference.manifest import MANIFEST
+    from loraclf.inference.manifest import MANIFEST, describe, require_base
     from loraclf.rundir import layout
 
     for module in ("fastapi", "uvicorn", "fastapi_offline"):
@@ -462,6 +470,7 @@ def cmd_serve(args, overrides) -> None:
         layout.check_folder(folder, (layout.CONFIG, layout.ADAPTER), "a finished loraclf training run or an export")
         tree = yaml.safe_load((folder / layout.CONFIG).read_text(encoding="utf-8"))
     limits = load_config(tree=tree, overrides=pairs).serve
+    require_base(describe(folder))
     from loraclf.deploy.serve import serve  # torch and PEFT load only once the folder and settings checked out
 
     serve(args.run_dir, args.host, args.port, limits, long_texts=args.long_texts, window_stride=args.window_stride,
@@ -497,18 +506,36 @@ COMMANDS = {"train": cmd_train, "recipes": cmd_recipes, "budget": cmd_budget, "p
             "serve": cmd_serve, "search": cmd_search, "doctor": cmd_doctor}
 
 
+class _DropMessages(logging.Filter):
+    def __init__(self, *starts: str):
+        super().__init__()
+        self.starts = starts
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(self.starts)
+
+
 def _quiet() -> None:
-    """Hide library chatter that says nothing wrong (`--verbose` keeps it)."""
-    from huggingface_hub.utils import logging as hub_logging
-    from transformers.utils import logging as hf_logging
-
-    from loraclf.model.quantize import quiet_bitsandbytes
-
+    """Hide library chatter that says nothing wrong (`--verbose` keeps it), set before those libraries import:
+    they read these settings then, so a command stopped by a bad input never waits for them to import."""
     warnings.filterwarnings("ignore", category=FutureWarning)
-    quiet_bitsandbytes()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # weight loading/saving bars: noise between our own lines
-    hub_logging.set_verbosity_error()  # its retry chatter would bury our one-line error
+    # transformers' and the hub's log levels; their weight loading/saving bars, noise between our own lines.
+    for name, value in (("TRANSFORMERS_VERBOSITY", "error"), ("HF_HUB_VERBOSITY", "error"),
+                        ("HF_HUB_DISABLE_PROGRESS_BARS", "1")):
+        os.environ.setdefault(name, value)
+    if "transformers" in sys.modules:  # imported already (main called in a Python that uses it)
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()
+    if "huggingface_hub" in sys.modules:
+        from huggingface_hub.utils import logging as hub_logging
+
+        hub_logging.set_verbosity_error()  # its retry chatter would bury our one-line error
+    # PEFT imports bitsandbytes where installed. Its 8-bit matmul logs on every call that fp32/bf16 inputs become
+    # fp16 (expected here); on import its CPU backend logs that an optional kernel could not be downloaded.
+    logging.getLogger("bitsandbytes.autograd._functions").addFilter(_DropMessages("MatMul8bitLt: inputs will be cast"))
+    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropMessages("Failed to load CPU gemm_4bit_forward"))
 
 
 def main(argv: list[str] | None = None) -> int:

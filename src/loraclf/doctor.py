@@ -21,7 +21,7 @@ import torch
 from loraclf.config.loading import load_config
 from loraclf.config.recipes import resolve
 from loraclf.model import hardware, int8, runtime
-from loraclf.model.build import resolve_model_path
+from loraclf.model.hub import resolve_model_path
 from loraclf.rundir.versions import versions
 
 TOKENS_PER_ITEM = 54  # AG News, title + " " + description, roberta-base's tokenizer: the mean over 5,000 items

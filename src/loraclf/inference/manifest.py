@@ -11,6 +11,7 @@ from typing import Any
 from loraclf.config.schema import check_long_texts
 from loraclf.data.tables import Schema
 from loraclf.errors import UserError
+from loraclf.model.hub import require_model
 from loraclf.rundir import layout, readers
 
 MANIFEST = "loraclf_export.json"  # an export folder's description of itself
@@ -61,6 +62,14 @@ def describe(folder: str | Path) -> Description:
                         "parameters": json.loads(budget.read_text(encoding="utf-8")) if budget.is_file() else None,
                         "int8_agreement": summary.get("int8_label_agreement_with_fp32")},
                        readers.read_thresholds(path), config.data.long_texts, config.data.window_stride)
+
+
+def require_base(about: Description) -> None:
+    """Fail now, in one line, where a run's base model cannot load (offline and not in the hub's cache,
+    model/hub.py), before torch and transformers take seconds to import. An export folder holds its weights, and
+    so does a run folder with its own base_model/."""
+    if about.kind == "run" and not (about.path / layout.BASE_MODEL).is_dir():
+        require_model(about.info["base_model"])
 
 
 def read_manifest(folder: Path) -> dict[str, Any]:

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-import importlib.util
 import logging
-import os
 import re
 from pathlib import Path
 
@@ -21,66 +18,9 @@ from transformers import (
 )
 
 from loraclf.config.schema import ModelConfig, QuantizationConfig
-from loraclf.errors import UserError
 from loraclf.model import fast_attention, pooling, quantize
 from loraclf.model.heads import apply_head, head_module_names
-
-PACKAGE_PREFIX = "package:"
-
-
-def resolve_model_path(name_or_path: str) -> str:
-    """Map `package:NAME` to the model folder that pip package ships; pass others through."""
-    if not name_or_path.startswith(PACKAGE_PREFIX):
-        return name_or_path
-    package = name_or_path[len(PACKAGE_PREFIX) :]
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        raise UserError(
-            f"config model.name_or_path: python package {package!r} is not installed "
-            f"(pip install {package.replace('_', '-')})"
-        )
-    folder = Path(spec.origin).parent / "model"
-    if not (folder / "config.json").is_file():
-        raise UserError(f"config model.name_or_path: package {package!r} has no model folder at {folder}")
-    return str(folder)
-
-
-@functools.lru_cache(maxsize=1)
-def hub_reachable() -> bool:
-    """Whether the hub's host answers a TCP connection within a second and a half, asked once per process.
-
-    Unreachable, the hub's client retries each file for tens of seconds before failing; loading from its cache
-    alone (local_files_only) answers at once, from the cache or with the one-line error. Behind a proxy the
-    direct connection says nothing, so it is not tried there."""
-    import socket
-    from urllib.parse import urlparse
-
-    from huggingface_hub import constants
-
-    if constants.HF_HUB_OFFLINE or any(os.environ.get(v) for v in ("HTTPS_PROXY", "https_proxy", "ALL_PROXY")):
-        return True  # offline already answers at once; a proxy is trusted to reach the hub
-    url = urlparse(constants.ENDPOINT)
-    try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)), 1.5).close()
-    except OSError:
-        return False
-    return True
-
-
-def hub_kwargs(name: str) -> dict:
-    """from_pretrained's keywords for `name`: the cache alone where it is a hub id and the hub is out of reach."""
-    return {} if Path(name).exists() or hub_reachable() else {"local_files_only": True}
-
-
-def _hub_error(what: str, name: str, exc: Exception) -> UserError:
-    if Path(name).exists():
-        return UserError(f"cannot load the {what} from folder {name}: {str(exc).splitlines()[0]}")
-    reason = "the hub is out of reach, and it is not in the local cache" if hub_kwargs(name) else \
-        f"the hub could not provide it ({type(exc).__name__})"
-    return UserError(
-        f"cannot load the {what} {name!r}: not a local folder, {reason}; offline, point --model.name_or_path "
-        "at a local model folder"
-    )
+from loraclf.model.hub import hub_error, hub_kwargs, resolve_model_path
 
 
 def load_tokenizer(model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
@@ -88,7 +28,7 @@ def load_tokenizer(model_cfg: ModelConfig) -> PreTrainedTokenizerBase:
     try:
         return AutoTokenizer.from_pretrained(name, trust_remote_code=model_cfg.trust_remote_code, **hub_kwargs(name))
     except (OSError, ValueError) as exc:
-        raise _hub_error("tokenizer", name, exc) from None
+        raise hub_error("tokenizer", name, exc) from None
 
 
 # Config keys that hold an encoder's dropout rates, across BERT-, RoBERTa- and DistilBERT-style models.
@@ -107,7 +47,7 @@ def load_base_config(model_cfg: ModelConfig, label_names: list[str]) -> Pretrain
             **hub_kwargs(name),
         )
     except (OSError, ValueError) as exc:
-        raise _hub_error("model config", name, exc) from None
+        raise hub_error("model config", name, exc) from None
     if model_cfg.dropout is not None:
         for key in DROPOUT_KEYS:
             if isinstance(getattr(config, key, None), float):
@@ -209,4 +149,4 @@ def _build_encoder(model_cfg: ModelConfig, label_names: list[str], base_folder: 
                 **extra, **hub_kwargs(name)
             )
     except (OSError, ValueError) as exc:
-        raise _hub_error("model", name, exc) from None
+        raise hub_error("model", name, exc) from None

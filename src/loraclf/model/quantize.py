@@ -10,7 +10,6 @@ What stays in full precision, and why:
 from __future__ import annotations
 
 import importlib.util
-import logging
 
 import torch
 
@@ -131,24 +130,3 @@ def weight_bytes(model: torch.nn.Module, frozen_only: bool = False) -> int:
     params = sum(p.numel() * p.element_size() + _quant_state_bytes(p) for p in model.parameters()
                  if not (frozen_only and p.requires_grad))
     return params + sum(b.numel() * b.element_size() for b in model.buffers())
-
-
-class _DropMessages(logging.Filter):
-    def __init__(self, *starts: str):
-        super().__init__()
-        self.starts = starts
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(self.starts)
-
-
-def quiet_bitsandbytes() -> None:
-    """Silence two bitsandbytes log lines that say nothing wrong, before it is imported.
-
-    PEFT imports bitsandbytes when it is installed, so the command line calls
-    this first. Its 8-bit matmul logs on every call that fp32/bf16 inputs become fp16 (expected
-    here), and on import its CPU backend logs that an optional kernel could not be
-    downloaded from the hub (it then uses its own).
-    """
-    logging.getLogger("bitsandbytes.autograd._functions").addFilter(_DropMessages("MatMul8bitLt: inputs will be cast"))
-    logging.getLogger("bitsandbytes.backends.cpu.ops").addFilter(_DropMessages("Failed to load CPU gemm_4bit_forward"))

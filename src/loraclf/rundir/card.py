@@ -15,7 +15,7 @@ from typing import Any
 
 from loraclf.config.schema import Config
 from loraclf.model import pooling
-from loraclf.model.build import resolve_model_path
+from loraclf.model.hub import resolve_model_path
 from loraclf.rundir import layout
 
 POOLING_TEXT = {"cls": "the first token", "mean": "the mean over the non-padding tokens (model.pooling mean)"}
