@@ -12,6 +12,10 @@ import pytest
 
 # The suite runs offline: set before anything imports huggingface_hub, which reads it once.
 os.environ["HF_HUB_OFFLINE"] = "1"
+# Under `pytest -n 2` (README) each worker, and each process it starts, computes on its share of the cores: two
+# processes of two threads each on two cores would fight over them.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])))
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 ROBERTA = SHARED / "models" / "roberta-base"
