@@ -75,7 +75,8 @@ def main() -> None:
           f"{peak / 1e12:.3f} TFLOP/s; {len(texts):,} texts; N = {n:,}")
     rows, exact = [], {}
     with tempfile.TemporaryDirectory() as tmp:
-        arms = {"torch fp32 (exact)": lambda: Classifier.load(args.run_dir, device="cpu", precision="fp32"),
+        arms = {"torch fp32 (exact)": lambda: Classifier.load(args.run_dir, device="cpu", precision="fp32",
+                                                              start_up=False),
                 "torch bf16": lambda: Classifier.load(args.run_dir, device="cpu", precision="bf16"),
                 "torch int8 (--int8)": lambda: Classifier.load(args.run_dir, device="cpu", int8=True),
                 "onnx fp32": lambda: Classifier.load(export(args.run_dir, "onnx", Path(tmp) / "fp32",

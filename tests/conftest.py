@@ -19,6 +19,9 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 ROBERTA = SHARED / "models" / "roberta-base"
+# `loraclf ARGS...` in a fresh interpreter (python -c IMPORTS_PROBE ARGS...): prints its exit code and whether torch
+# was imported.
+IMPORTS_PROBE = "import sys; from loraclf.cli import main; code = main(sys.argv[1:]); print(code, 'torch' in sys.modules)"
 AGNEWS_5K = SHARED / "data" / "agnews-5k" / "train.csv"
 AGNEWS_CANONICAL = SHARED / "data" / "agnews-canonical-sample" / "train.csv"
 

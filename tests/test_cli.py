@@ -10,7 +10,7 @@ import pytest
 
 from loraclf.cli import main
 
-from conftest import ROBERTA, assert_user_error, cli, needs_shared
+from conftest import IMPORTS_PROBE, ROBERTA, assert_user_error, cli, needs_shared
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -221,9 +221,6 @@ def test_evaluate_reads_a_semicolon_file_and_skips_its_bad_rows_when_asked(train
 
 
 # `loraclf ARGS` in a fresh Python: its exit code, and whether torch was imported on the way.
-IMPORTS_PROBE = "import sys; from loraclf.cli import main; code = main(sys.argv[1:]); print(code, 'torch' in sys.modules)"
-
-
 def test_a_base_out_of_reach_fails_in_one_line_before_torch_loads(trained, tmp_path):
     """Offline (the suite sets HF_HUB_OFFLINE), a hub id that is not in the cache fails at once: named by a
     config, or as the base of a run folder that does not hold it. torch never loads, and nothing is written."""

@@ -268,7 +268,7 @@ def test_windows_cover_a_long_text_and_map_back_to_it(tokenizer):
     assert truncated.documents is None and len(truncated) == 3 and truncated.cut == 1
     assert truncated.tokens(1).tolist() == mine.tokens(0).tolist()
     logits = np.arange(len(windows) * 2, dtype=np.float32).reshape(-1, 2)
-    from loraclf.model.logits import document_logits
+    from loraclf.data.encoding import document_logits
 
     per_text = document_logits(logits, windows.documents)
     assert per_text.shape == (3, 2) and np.allclose(per_text[1], logits[windows.documents == 1].mean(axis=0))

@@ -2,6 +2,7 @@
 
 import json
 import os
+import shutil
 import stat
 import subprocess
 import sys
@@ -14,9 +15,11 @@ from loraclf.deploy import export
 from loraclf.errors import UserError
 from loraclf.inference import manifest
 from loraclf.inference.classifier import Classifier
+from loraclf.inference.onnx_runtime import OnnxExport
+from loraclf.metrics.probabilities import softmax
 from loraclf.training.recipe import train
 
-from conftest import write_csv
+from conftest import IMPORTS_PROBE, write_csv
 from test_training import tiny_config
 
 pytest.importorskip("onnxruntime", reason="needs the export extra (pip install 'loraclf[export]')")
@@ -148,12 +151,19 @@ def test_predict_reads_every_export_folder(tmp_path, trained, capfd):
     out, err = capfd.readouterr()
     assert out.splitlines() == [f"exported {runs['default']} as onnx to {tmp_path / 'o'}"] and not err, (out, err)
     folders["onnx"] = tmp_path / "o"
-    labels = {}
+    labels, files = {}, {}
     for name, folder in folders.items():
         out = tmp_path / f"{name}.csv"
         assert main(["predict", str(folder), *texts[:20], "--output", str(out)]) == 0
-        labels[name] = [line.split(",")[0] for line in out.read_text().splitlines()[1:]]
+        files[name] = out.read_text()
+        labels[name] = [line.split(",")[0] for line in files[name].splitlines()[1:]]
     assert labels["merged"] == labels["run"] and labels["onnx"] == labels["run"]
+    # An ONNX export predicts in a fresh process without importing torch, and writes the same file.
+    out = tmp_path / "fresh.csv"
+    done = subprocess.run([sys.executable, "-c", IMPORTS_PROBE, "predict", str(folders["onnx"]), *texts[:20],
+                           "--output", str(out)], capture_output=True, text=True)
+    assert done.stdout.split() == ["0", "False"], done.stderr
+    assert out.read_text() == files["onnx"]
 
 
 def test_exports_that_cannot_be_made_are_one_line_errors(tmp_path, trained):
@@ -193,3 +203,34 @@ def test_plain_pipeline_on_a_merged_export_matches_loraclf_predict_on_long_texts
         assert max(by_label, key=by_label.get) == row[1]
         assert [by_label[name] for name in ("World", "Sports", "Business", "Sci/Tech")] == \
             pytest.approx([float(p) for p in row[2:]], abs=1e-5)
+
+
+def test_a_start_up_export_answers_for_its_run_without_torch_while_it_matches(tmp_path, trained, capfd):
+    """`export RUN --start-up` writes RUN/onnx; the run then loads from it where it answers as the run's torch
+    model does (fp32, CPU, merged), predicts in a fresh process without importing torch, and is left aside once
+    the run's adapter changes."""
+    runs, texts = trained
+    run = tmp_path / "run"
+    shutil.copytree(runs["default"], run)
+    reference = unmerged_logits(run, texts)  # unmerged: always the torch model
+    assert main(["export", str(run), "--start-up", "--format", "onnx"]) == 2
+    for _ in range(2):  # made again over the first, which is not read to make it
+        assert main(["export", str(run), "--start-up"]) == 0
+        assert capfd.readouterr().out.splitlines() == [f"exported {run} as onnx to {run / 'onnx'}"]
+    for device in (None, "cpu"):
+        fast = Classifier.load(run, device=device)
+        assert isinstance(fast.backend, OnnxExport) and "(export --start-up;" in fast.runs_in
+    assert np.abs(fast.logits(texts, 16) - reference).max() < 1e-5
+    out = tmp_path / "fast.csv"
+    done = subprocess.run([sys.executable, "-c", IMPORTS_PROBE, "predict", str(run), *texts[:20], "--output",
+                           str(out)], capture_output=True, text=True)
+    assert done.stdout.split() == ["0", "False"], done.stderr
+    rows = [line.split(",") for line in out.read_text().splitlines()[1:]]
+    assert [int(row[0]) for row in rows] == reference[:20].argmax(1).tolist()
+    assert np.abs(np.array([row[2:] for row in rows], dtype=float) - softmax(reference[:20])).max() < 1e-5
+    # Where the run would answer otherwise, or has changed since, torch answers.
+    for options in ({"precision": "bf16"}, {"int8": True}, {"merge": False}, {"start_up": False}):
+        assert not isinstance(Classifier.load(run, **options).backend, OnnxExport), options
+    config = run / "adapter" / "adapter_config.json"
+    config.write_text(config.read_text() + "\n")
+    assert not isinstance(Classifier.load(run).backend, OnnxExport)

@@ -12,8 +12,9 @@ import grimp
 
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE = ROOT / "src" / "loraclf"
-# Commands import their stage when they run, so `loraclf --help` and the lazy `loraclf.X` names stay fast.
-LAZY_ALLOWED = {"cli.py", "api.py", "__init__.py"}
+# Commands import their stage when they run, so `loraclf --help` and the lazy `loraclf.X` names stay fast;
+# the Classifier imports its torch side only for a folder that needs torch (an ONNX export does not).
+LAZY_ALLOWED = {"cli.py", "api.py", "__init__.py", "inference/classifier.py"}
 
 
 def lint_imports(source_root: Path) -> subprocess.CompletedProcess:
@@ -48,7 +49,7 @@ def test_function_level_imports_count_and_stay_in_the_entry_points():
     assert "loraclf.training.recipe" in graph.find_modules_directly_imported_by("loraclf.cli")
     lazy = []
     for path in PACKAGE.rglob("*.py"):
-        if path.name in LAZY_ALLOWED and path.parent == PACKAGE:
+        if path.relative_to(PACKAGE).as_posix() in LAZY_ALLOWED:
             continue
         for function in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
             if isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):

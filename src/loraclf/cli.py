@@ -193,13 +193,17 @@ def _add_serve(commands) -> argparse.ArgumentParser:
 def _add_export(commands) -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="a run as a merged transformers folder or an ONNX graph")
     export.add_argument("run_dir", help="a run folder")
-    export.add_argument("--format", required=True, choices=["merged", "onnx"],
+    export.add_argument("--format", choices=["merged", "onnx"],
                         help="merged: adapter folded into the weights, loads without peft; onnx: an ONNX graph")
     export.add_argument("--int8", action="store_true",
                         help="onnx only: int8 weights and int8 compute with per-row scales, so a text's answer "
                              "does not depend on its batch")
-    export.add_argument("--output", required=True, help="export folder")
+    export.add_argument("--output", help="export folder")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty export folder")
+    export.add_argument("--start-up", action="store_true",
+                        help="write the run as ONNX into its own folder (RUN/onnx): `loraclf predict RUN` then "
+                             "starts from it in about a second, without torch, where it answers as the run does "
+                             "(fp32 on the CPU; checked against the run's adapter at every load)")
     return export
 
 
@@ -478,9 +482,16 @@ def cmd_serve(args, overrides) -> None:
 
 
 def cmd_export(args, overrides) -> None:
-    from loraclf.deploy.export import export
+    from loraclf.deploy.export import export, export_start_up
 
     _no_overrides(overrides)
+    if args.start_up:
+        if args.format or args.output or args.int8:
+            raise UserError("export --start-up: writes RUN/onnx (ONNX, fp32); give no --format, --output or --int8")
+        export_start_up(args.run_dir)
+        return
+    if not (args.format and args.output):
+        raise UserError("export: give --format and --output (or --start-up)")
     export(args.run_dir, args.format, args.output, int8=args.int8, overwrite=args.overwrite)
 
 

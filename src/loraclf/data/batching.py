@@ -7,30 +7,14 @@ from typing import Callable
 import numpy as np
 import torch
 
-from loraclf.data.encoding import Encoded
+from loraclf.data.encoding import Encoded, pad_items
 
 
-def collate(pad_id: int, multiple: int = 1) -> Callable[[list[tuple[list[int], int]]], dict[str, torch.Tensor]]:
-    """Pad each batch to its own longest item, rounded up to a multiple of `multiple`."""
+def collate(pad_id: int, multiple: int = 1) -> Callable[[list[tuple]], dict[str, torch.Tensor]]:
+    """Pad each batch to its own longest item, rounded up to a multiple of `multiple` (`pad_items`), as tensors."""
 
     def pad(batch):
-        ids = [torch.from_numpy(np.asarray(item[0], dtype=np.int64)) for item in batch]
-        lengths = torch.tensor([len(x) for x in ids])
-        input_ids = torch.nn.utils.rnn.pad_sequence(ids, batch_first=True, padding_value=pad_id)
-        extra = -input_ids.shape[1] % multiple
-        if extra:
-            input_ids = torch.nn.functional.pad(input_ids, (0, extra), value=pad_id)
-        attention_mask = (torch.arange(input_ids.shape[1])[None, :] < lengths[:, None]).long()
-        if isinstance(batch[0][1], np.ndarray):  # multi_label: 0/1 rows, the float targets of BCE
-            labels = torch.from_numpy(np.stack([item[1] for item in batch])).float()
-        else:
-            labels = torch.tensor([item[1] for item in batch], dtype=torch.long)
-        padded = {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
-        if batch[0][2] is not None:
-            types = [torch.from_numpy(np.asarray(item[2], dtype=np.int64)) for item in batch]
-            types = torch.nn.utils.rnn.pad_sequence(types, batch_first=True, padding_value=0)
-            padded["token_type_ids"] = torch.nn.functional.pad(types, (0, input_ids.shape[1] - types.shape[1]))
-        return padded
+        return {name: torch.from_numpy(array) for name, array in pad_items(batch, pad_id, multiple).items()}
 
     return pad
 

@@ -1,5 +1,7 @@
 """Texts to token ids, once: truncated where training truncates (or cut into windows), padded later per batch.
 
+numpy only (no torch): the ONNX predictor tokenizes and pads with this module without loading torch.
+
 Token ids live in flat arrays (int32 ids with int64 offsets), not Python lists of ints: a list holds an
 8-byte pointer and, above 256, a 28-byte int object per token, an array 4 bytes. A million texts of 60
 tokens are 240 MB this way instead of about 2 GB.
@@ -8,9 +10,9 @@ tokens are 240 MB this way instead of about 2 GB.
 from __future__ import annotations
 
 import functools
+from typing import Callable
 
 import numpy as np
-import torch
 
 from loraclf.config.schema import window_stride
 from loraclf.data.tables import Text
@@ -21,7 +23,7 @@ CHUNK = 4096
 LONG_TEXTS = ("truncate", "windows")
 
 
-class Encoded(torch.utils.data.Dataset):
+class Encoded:
     """Token ids of many items; items are (ids, label, segment ids or None), ids as int32 arrays.
 
     A label is a class id (-1 without labels), or a 0/1 row of the classes (multi_label). `documents`, where
@@ -89,6 +91,59 @@ class Encoded(torch.utils.data.Dataset):
         types = None if any(p.types is None for p in parts) else np.concatenate([p.types for p in parts])
         return Encoded.from_arrays(np.concatenate([p.ids for p in parts]), np.concatenate(offsets), labels, types,
                                    cut=sum(p.cut for p in parts))
+
+
+def pad_items(items: list[tuple], pad_id: int, multiple: int = 1) -> dict[str, np.ndarray]:
+    """Items (`Encoded[i]`) as one batch: ids padded to the longest item, rounded up to a multiple of `multiple`,
+    its attention mask, segment ids where the items have them, and labels (int64 class ids, or float32 0/1 rows
+    for multi_label)."""
+    lengths = np.array([len(item[0]) for item in items], dtype=np.int64)
+    width = -(-int(lengths.max()) // multiple) * multiple
+    input_ids = np.full((len(items), width), pad_id, dtype=np.int64)
+    for row, item in enumerate(items):
+        input_ids[row, : lengths[row]] = item[0]
+    batch = {"input_ids": input_ids, "attention_mask": (np.arange(width)[None, :] < lengths[:, None]).astype(np.int64)}
+    if isinstance(items[0][1], np.ndarray):  # multi_label: 0/1 rows, the float targets of BCE
+        batch["labels"] = np.stack([item[1] for item in items]).astype(np.float32)
+    else:
+        batch["labels"] = np.array([item[1] for item in items], dtype=np.int64)
+    if items[0][2] is not None:
+        types = np.zeros((len(items), width), dtype=np.int64)
+        for row, item in enumerate(items):
+            types[row, : len(item[2])] = item[2]
+        batch["token_type_ids"] = types
+    return batch
+
+
+def in_length_order(data: Encoded, batch_size: int, pad_id: int,
+                    forward: Callable[[dict[str, np.ndarray]], np.ndarray]) -> np.ndarray:
+    """`forward`'s rows (a model's logits) for every item, in input order. Items run in batches of similar
+    length (`pad_items`, without labels), so padding stays small."""
+    order = np.argsort(data.lengths, kind="stable")
+    chunks = []
+    for start in range(0, len(order), batch_size):
+        batch = pad_items([data[i] for i in order[start : start + batch_size]], pad_id)
+        batch.pop("labels")
+        chunks.append(forward(batch))
+    rows = np.concatenate(chunks)
+    out = np.empty_like(rows)
+    out[order] = rows
+    return out
+
+
+def document_logits(logits: np.ndarray, documents: np.ndarray | None) -> np.ndarray:
+    """One row per text from one per window (data.long_texts windows): the mean of its windows' logits.
+
+    The mean of logits is the log of the windows' geometric-mean probabilities (up to a constant), so a window
+    that is sure of a class outweighs several unsure ones less than a max would, and more than a mean of
+    probabilities would; docs/benchmarks.md compares the three on long documents.
+    """
+    if documents is None:
+        return logits
+    count = int(documents[-1]) + 1 if len(documents) else 0
+    sums = np.zeros((count, logits.shape[1]), dtype=np.float64)
+    np.add.at(sums, documents, logits)
+    return (sums / np.bincount(documents, minlength=count)[:, None]).astype(np.float32)
 
 
 def _flat(lists: list) -> tuple[np.ndarray, np.ndarray]:

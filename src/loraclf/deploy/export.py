@@ -82,7 +82,7 @@ def export(run_dir: str | Path, fmt: str, output: str | Path, int8: bool = False
             raise UserError(f"export {run_dir}: PEFT cannot merge lora.method {config.lora.method} beside a trained "
                             "head; use --format onnx")
     # A quantized run ships its adapter merged into the full-precision base: 4-bit weights do not export.
-    trained = Classifier.load(run_dir, device="cpu", precision="fp32", quantized=False)
+    trained = Classifier.load(run_dir, device="cpu", precision="fp32", quantized=False, start_up=False)
     model = trained.model.float().eval()
     _plain_attention(model)
     manifest: dict[str, Any] = {
@@ -93,6 +93,7 @@ def export(run_dir: str | Path, fmt: str, output: str | Path, int8: bool = False
         "pooling": config.model.pooling, "task": config.data.task, "schema": dataclasses.asdict(trained.description.schema),
         "thresholds": trained.description.thresholds,
         "run": str(Path(run_dir).resolve()), "parameters": _parameters(Path(run_dir)),
+        "fingerprint": readers.fingerprint(Path(run_dir)),
     }
 
     def fill(folder: Path) -> None:
@@ -111,6 +112,21 @@ def export(run_dir: str | Path, fmt: str, output: str | Path, int8: bool = False
     with quiet():
         atomic.replace_folder(out, fill)
     log(f"exported {run_dir} as {manifest['format']} to {out}")
+    return out
+
+
+def export_start_up(run_dir: str | Path, log=print) -> Path:
+    """The run as an ONNX export inside its own folder (RUN/onnx, replaced if there), which Classifier.load(RUN)
+    runs instead of torch where it answers as the run does (inference/classifier.py): `loraclf predict RUN "a
+    text"` then starts without importing torch, PEFT or transformers' models."""
+    _, config, _ = readers.read_run_config(run_dir)
+    if config.quantization.bits:
+        raise UserError(f"export --start-up: {run_dir} answers on its {config.quantization.bits}-bit base; an ONNX "
+                        "export holds full-precision weights and would answer otherwise")
+    out = export(run_dir, "onnx", Path(run_dir) / layout.START_UP, overwrite=True, log=log)
+    if readers.read_summary(Path(run_dir)).get("inference_precision", "float32") != "float32":
+        log(f"{run_dir} answers in bf16 where the CPU has it natively: predict starts from {out} with "
+            "--precision fp32")
     return out
 
 

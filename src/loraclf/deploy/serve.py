@@ -36,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictStr
 from loraclf.config.schema import ServeConfig
 from loraclf.errors import UserError
 from loraclf.inference.classifier import Classifier
-from loraclf.metrics.classification import sigmoid, softmax
+from loraclf.metrics.probabilities import sigmoid, softmax
 
 PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>loraclf</title>
 <style>body{font:15px/1.4 system-ui,sans-serif;max-width:46rem;margin:2rem auto;padding:0 1rem}

@@ -12,58 +12,37 @@ evaluate, predict, serve, export and the benchmarks all go through it.
 
 from __future__ import annotations
 
-import json
+import sys
 from pathlib import Path
 from typing import Any, Iterable, Union
 
 import numpy as np
-import torch
-from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer, PretrainedConfig
 
-from loraclf.data.encoding import Encoded, encode
+from loraclf.data.encoding import Encoded, document_logits, encode
 from loraclf.data.tables import Text
 from loraclf.errors import UserError
-from loraclf.inference import corpus, engines, manifest, onnx_runtime
+from loraclf.inference import corpus, engines, manifest
 from loraclf.inference.manifest import Description, describe, load_options, with_long_texts
-from loraclf.metrics.classification import above_thresholds, sigmoid, softmax
-from loraclf.model import runtime
-from loraclf.model.adapter_loading import load_adapter
-from loraclf.model.build import build_base, set_task
-from loraclf.model.heads import head_module_names
-from loraclf.model.int8 import quantize_linears
-from loraclf.model.logits import document_logits, predict_logits
-from loraclf.model.pooling import apply_pooling
-from loraclf.model.runtime import inference_dtype, pick_device
+from loraclf.inference.onnx_runtime import OnnxExport
+from loraclf.metrics.probabilities import above_thresholds, sigmoid, softmax
 from loraclf.rundir import layout, readers
 
 PRECISIONS = ("auto", "bf16", "fp32")
+ONNX_KINDS = ("onnx", "onnx-int8")
 Inputs = Union[Text, Iterable[Text]]  # one text (a string; a pair for a text-pair model) or a list of them
-
-
-def _device(device: str | torch.device | None) -> torch.device:
-    return pick_device("auto") if device is None else torch.device(device)
-
-
-def _dtype(precision: str, recorded: str, device: torch.device) -> torch.dtype | None:
-    """auto: the precision the run's answers were checked in, where `device` runs it natively, else fp32
-    (model/runtime.py inference_dtype); None means fp32."""
-    if precision not in PRECISIONS:
-        raise UserError(f"precision: expected one of {', '.join(PRECISIONS)}; got {precision!r}")
-    return inference_dtype(precision, recorded, device)
 
 
 class Classifier:
     """A loaded model with its tokenizer and labels. Build it with `Classifier.load`."""
 
-    def __init__(self, description: Description, model: Any, tokenizer: Any, device: torch.device,
-                 dtype: torch.dtype | None):
-        self.description, self.model, self.tokenizer = description, model, tokenizer
-        self.device, self.dtype = device, dtype
+    def __init__(self, description: Description, backend: Any):
+        # backend: inference/torch_model.TorchModel, or inference/onnx_runtime.OnnxExport (no torch).
+        self.description, self.backend = description, backend
 
     @classmethod
-    def load(cls, folder: str | Path, device: str | torch.device | None = None, precision: str = "auto",
+    def load(cls, folder: str | Path, device: str | Any | None = None, precision: str = "auto",
              quantized: bool = True, merge: bool = True, long_texts: str | None = None,
-             window_stride: int | None = None, int8: bool = False) -> Classifier:
+             window_stride: int | None = None, int8: bool = False, start_up: bool = True) -> Classifier:
         """Open a run folder (base + adapter, through PEFT) or an export folder (merged, ONNX).
 
         device: default CUDA, else Apple's MPS, else the CPU. precision: `auto` runs in the precision
@@ -75,24 +54,49 @@ class Classifier:
         `window_stride` override the run's data.long_texts and data.window_stride. `int8` runs the encoder's
         linear layers as int8 matmuls (model/int8.py; CPUs with VNNI or AMX): faster, answers the same alone and
         in any batch, and labels that agree with fp32's on the share the run recorded (`int8_agreement`).
+        An ONNX export runs through onnxruntime on the CPU, without importing torch, and so does a run with a
+        start-up export (`loraclf export RUN --start-up`) where it answers as the run does (`start_up_export`);
+        `start_up` false always loads the run's torch model.
         """
+        if precision not in PRECISIONS:
+            raise UserError(f"precision: expected one of {', '.join(PRECISIONS)}; got {precision!r}")
         description = with_long_texts(describe(folder), long_texts, window_stride)
-        device = _device(device)
-        dtype = None if int8 else _dtype(precision, description.precision, device)
-        if int8:
-            _check_int8(description, device, quantized, merge)
-        if description.kind == "run":
-            model, tokenizer = _load_run(description.path, device, dtype, quantized, merge)
+        start_up = start_up_export(description, device, precision, quantized, merge, int8) if start_up else None
+        if description.kind in ONNX_KINDS:
+            if int8:
+                raise UserError(f"--int8: {description.path} is an ONNX export; `loraclf export --int8` makes an "
+                                "int8 one")
+            backend = OnnxExport(description.path, description.kind, manifest.ONNX_FILE)
+        elif start_up is not None:
+            backend = OnnxExport(start_up, "onnx", manifest.ONNX_FILE, made_by="export --start-up")
         else:
-            model, tokenizer = _load_export(description, device)
-        if int8:
-            quantize_linears(model, head_module_names(model))
+            from loraclf.inference import torch_model  # here, not at the top: ONNX exports run without torch
+
+            backend = torch_model.load(description, device, precision, quantized, merge, int8)
         # Truncate where training did, also for tokenizers saved before the run recorded it.
-        tokenizer.model_max_length = description.max_length
-        classifier = cls(description, model, tokenizer, device, dtype)
+        backend.tokenizer.model_max_length = description.max_length
+        classifier = cls(description, backend)
         # What another process (a Ray actor) needs to load the same model the same way.
         classifier.options = load_options(description, precision, quantized, merge, int8)
         return classifier
+
+    @property
+    def model(self) -> Any:
+        """The torch model (an onnxruntime session wrapper for an ONNX export)."""
+        return self.backend.model
+
+    @property
+    def tokenizer(self) -> Any:
+        return self.backend.tokenizer
+
+    @property
+    def device(self) -> Any:
+        return self.backend.device
+
+    @property
+    def dtype(self) -> Any:
+        """The torch dtype the model runs in; None means fp32."""
+        return self.backend.dtype
 
     @property
     def int8(self) -> bool:
@@ -101,23 +105,12 @@ class Classifier:
     @property
     def runs_in(self) -> str:
         """Where and in what precision this classifier runs, in one line (printed by evaluate, predict, serve)."""
-        if self.description.kind in ("onnx", "onnx-int8"):
-            kind = "int8 weights (MatMulNBits)" if self.description.kind == "onnx-int8" else "fp32"
-            return f"device: cpu (onnxruntime); precision: {kind}"
-        line = runtime.describe(self.device, self.dtype)
-        if not self.int8:
-            return line
-        agreement = self.description.info.get("int8_agreement")
-        measured = ("the same labels as fp32 on " + ", ".join(f"{100 * v:.2f}% of {k}" for k, v in agreement.items())
-                    + " (measured when the run finished)") if agreement else "agreement with fp32 not measured"
-        return line.replace("precision: fp32", f"precision: int8 linear layers (per-row scales), head fp32; {measured}")
+        return self.backend.runs_in(self.description.info.get("int8_agreement"))
 
     @property
     def precision(self) -> str:
         """The dtype the model runs in: float32, bfloat16 or float16 (int8: the linear layers' int8)."""
-        if self.int8:
-            return "int8"
-        return runtime.dtype_name(self.dtype)
+        return self.backend.precision
 
     @property
     def labels(self) -> list[str]:
@@ -144,9 +137,7 @@ class Classifier:
 
     def logits_of(self, tokens: Encoded, batch_size: int = 32) -> np.ndarray:
         """Logits of `tokens` (from `tokens()`), one row per text: its windows' logits averaged."""
-        logits = predict_logits(self.model, tokens, batch_size, self.tokenizer.pad_token_id, self.device,
-                                self.dtype)
-        return document_logits(logits, tokens.documents)
+        return document_logits(self.backend.logits(tokens, batch_size), tokens.documents)
 
     def _single(self, texts: Inputs) -> bool:
         return isinstance(texts, str) or (self.description.pairs and isinstance(texts, tuple))
@@ -213,64 +204,28 @@ class Classifier:
         return decided[0] if self._single(texts) else decided
 
 
-def _load_run(path: Path, device: torch.device, dtype: torch.dtype | None, quantized: bool, merge: bool):
-    """Base + adapter of a run folder. Merged, the adapter is folded into the base weights (W + (alpha/r)BA)
-    and the linear weights cast once to `dtype`, instead of autocast casting them for every batch. A run trained on a
-    quantized base loads on it unmerged: merging into 4-bit weights would round the update away."""
-    _, config, labels = readers.read_run_config(path)
-    tokenizer = AutoTokenizer.from_pretrained(path / layout.TOKENIZER)
-    base_folder = path / layout.BASE_MODEL if (path / layout.BASE_MODEL).is_dir() else None
-    quantization = config.quantization if quantized and config.quantization.bits else None
-    base = build_base(config.model, labels, base_folder=base_folder, quantization=quantization, device=device,
-                      autocast=dtype)
-    model = load_adapter(set_task(base, config.data.task), path / layout.ADAPTER)
-    if quantization is not None:
-        return model.eval(), tokenizer
-    # PEFT 0.21 cannot unload VeRA or IA3 beside a trained head (modules_to_save): they run unmerged.
-    if merge and config.lora.method not in ("vera", "ia3"):
-        model = model.merge_and_unload()
-        if dtype is not None:
-            # The linear weights stored in `dtype`, the rest fp32 under autocast: what training validated in.
-            runtime.frozen_linears_to(model.requires_grad_(False), dtype)
-    return model.to(device).eval(), tokenizer
+def start_up_export(about: Description, device: Any, precision: str, quantized: bool, merge: bool,
+                    int8: bool) -> Path | None:
+    """A run's own ONNX export (`loraclf export RUN --start-up`), where it answers as the run's torch model
+    would: the run answers in fp32 (its recorded precision float32, or `precision` fp32), on the CPU (`device`
+    cpu, or none given on a machine with no CUDA or Apple GPU that torch would pick), merged, not int8, not on
+    a quantized base; and the export's fingerprint is the run's (same config, adapter and tokenizer). Its
+    logits are the torch model's within 1e-5 (tests/test_export.py), and it starts without importing torch."""
+    folder = about.path / layout.START_UP
+    if about.kind != "run" or not (folder / manifest.MANIFEST).is_file() or int8 or not merge:
+        return None
+    if precision != "fp32" and (precision != "auto" or about.precision != "float32"):
+        return None
+    if (quantized and about.info.get("quantization")) or not _on_cpu(device):
+        return None
+    made = manifest.read_manifest(folder)
+    return folder if made.get("fingerprint") == readers.fingerprint(about.path) else None
 
 
-def _check_int8(description: Description, device: torch.device, quantized: bool, merge: bool) -> None:
-    if device.type != "cpu":
-        raise UserError(f"--int8: runs on the CPU (int8 matmuls through oneDNN), not on {device}")
-    if description.kind in ("onnx", "onnx-int8"):
-        raise UserError(f"--int8: {description.path} is an ONNX export; `loraclf export --int8` makes an int8 one")
-    if description.kind == "run" and (not merge or description.info.get("method") in ("vera", "ia3")
-                                      or (quantized and description.info.get("quantization"))):
-        raise UserError(f"--int8: needs the adapter merged into full-precision weights; {description.path} is "
-                        f"{description.info.get('method')} on a {description.info.get('quantization') or 'full'}-bit "
-                        "base (merge off, VeRA, IA3 or a quantized base)")
+def _on_cpu(device: Any) -> bool:
+    """Whether `device` (a name, a torch.device or None: torch's pick) is the CPU, asked without importing torch:
+    with none given, torch picks CUDA or Apple's MPS where the machine has one."""
+    if device is not None:
+        return str(device) == "cpu"
+    return sys.platform != "darwin" and not any(Path("/dev").glob("nvidia[0-9]*"))
 
-
-def _load_export(description: Description, device: torch.device):
-    """A merged export through transformers alone, an ONNX export through onnxruntime (CPU)."""
-    if description.kind == "merged":
-        config = stock_config(description.path)
-        tokenizer = AutoTokenizer.from_pretrained(description.path, config=config)
-        model = AutoModelForSequenceClassification.from_pretrained(description.path, config=config,
-                                                                   use_safetensors=True)
-        return apply_pooling(model, description.info.get("pooling", "cls")).to(device).eval(), tokenizer
-    if description.kind in ("onnx", "onnx-int8"):
-        return onnx_runtime.OnnxModel(description.path / manifest.ONNX_FILE), \
-            AutoTokenizer.from_pretrained(description.path)
-    raise UserError(f"export folder {description.path}: unknown format {description.kind!r}")
-
-
-def stock_config(folder: Path) -> PretrainedConfig:
-    """A merged export's config in its stock transformers class.
-
-    A mean-pooled export declares a model type of its own (deploy/export.py) so that plain transformers code
-    needs `trust_remote_code=True`; loraclf knows that code (the stock class plus apply_pooling) and loads
-    the weights into the stock class instead of running Python from the folder."""
-    settings = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    stock_type = settings.pop("loraclf_stock_model_type", None)
-    if stock_type is None:
-        return AutoConfig.from_pretrained(folder)
-    for key in ("model_type", "auto_map", "architectures"):
-        settings.pop(key, None)
-    return AutoConfig.for_model(stock_type, **settings)

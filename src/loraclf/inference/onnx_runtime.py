@@ -1,18 +1,21 @@
-"""An ONNX export run through onnxruntime (CPU), called like a transformers model."""
+"""An ONNX export run through onnxruntime (CPU), without torch: its session, its tokenizer, its logits.
+
+The tokenizer is the export's saved tokenizer.json read by transformers' tokenizers backend, which imports no
+torch (AutoTokenizer does), so `loraclf predict EXPORT "a text"` starts in about a second."""
 
 from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any
 
-import torch
+import numpy as np
 
+from loraclf.data.encoding import Encoded, in_length_order
 from loraclf.errors import UserError
 
 
 class OnnxModel:
-    """An ONNX Runtime session called like a transformers model: model(input_ids=, attention_mask=).logits."""
+    """An ONNX Runtime session that maps a padded batch (numpy) to its logits."""
 
     def __init__(self, path: Path):
         if importlib.util.find_spec("onnxruntime") is None:
@@ -24,14 +27,41 @@ class OnnxModel:
         self.session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
         self.inputs = {item.name for item in self.session.get_inputs()}
 
-    def __call__(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                 token_type_ids: torch.Tensor | None = None) -> Any:
-        from types import SimpleNamespace
+    def __call__(self, batch: dict[str, np.ndarray]) -> np.ndarray:
+        # Segment ids are fed only to a graph that takes them (a text-pair model whose tokenizer makes them).
+        feeds = {name: array for name, array in batch.items() if name in self.inputs}
+        return self.session.run(["logits"], feeds)[0]
 
-        feeds = {"input_ids": input_ids.cpu().numpy(), "attention_mask": attention_mask.cpu().numpy()}
-        if token_type_ids is not None and "token_type_ids" in self.inputs:
-            feeds["token_type_ids"] = token_type_ids.cpu().numpy()
-        return SimpleNamespace(logits=torch.from_numpy(self.session.run(["logits"], feeds)[0]))
 
-    def eval(self) -> "OnnxModel":
-        return self
+class OnnxExport:
+    """An ONNX export's session and tokenizer, as the Classifier runs them: on the CPU, in the graph's precision."""
+
+    device, dtype = "cpu", None
+
+    def __init__(self, folder: Path, kind: str, model_file: str, made_by: str | None = None):
+        # made_by: how a run's own export was made, where the Classifier runs it for the run (its start-up export).
+        self.kind, self.folder, self.made_by, self.model = kind, folder, made_by, OnnxModel(folder / model_file)
+        if (folder / "tokenizer.json").is_file():
+            from transformers import TokenizersBackend
+
+            # The generic class knows no model's input names: segment ids are asked for where the graph takes them.
+            names = [name for name in ("input_ids", "token_type_ids", "attention_mask") if name in self.model.inputs]
+            self.tokenizer = TokenizersBackend.from_pretrained(folder, model_input_names=names)
+        else:
+            from transformers import AutoTokenizer  # a slow (Python) tokenizer: AutoTokenizer knows its class
+
+            self.tokenizer = AutoTokenizer.from_pretrained(folder)
+
+    @property
+    def precision(self) -> str:
+        return "float32"
+
+    def logits(self, tokens: Encoded, batch_size: int) -> np.ndarray:
+        """Logits for every item, in input order, batched by length as the torch predictor batches them."""
+        return in_length_order(tokens, batch_size, self.tokenizer.pad_token_id, self.model)
+
+    def runs_in(self, agreement: dict[str, float] | None = None) -> str:
+        weights = "int8 weights (MatMulNBits)" if self.kind == "onnx-int8" else "fp32"
+        source = f"; from the run's ONNX export {self.folder} ({self.made_by}; it matches the run's adapter)" \
+            if self.made_by else ""
+        return f"device: cpu (onnxruntime); precision: {weights}{source}"

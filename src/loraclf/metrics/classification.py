@@ -7,18 +7,10 @@ from typing import Any
 import numpy as np
 import torch
 
-# scikit-learn is imported where a score is computed, not here: the classifier imports this module for
-# softmax and thresholds, and scikit-learn's import (1.4 s on a 2-core CPU) would delay every
-# `loraclf predict` and `serve` start-up that computes no score.
+from loraclf.metrics.probabilities import above_thresholds, sigmoid, softmax
 
-
-def softmax(logits: np.ndarray) -> np.ndarray:
-    return torch.softmax(torch.from_numpy(logits), dim=-1).numpy()
-
-
-def sigmoid(logits: np.ndarray) -> np.ndarray:
-    """multi_label: each class's independent probability."""
-    return torch.sigmoid(torch.from_numpy(logits).float()).numpy()
+# scikit-learn is imported where a score is computed, not here: serve and the training stage import this
+# module, and scikit-learn's import (1.4 s on a 2-core CPU) would delay every start-up that computes no score.
 
 
 def metrics(labels: np.ndarray, logits: np.ndarray, label_names: list[str],
@@ -140,11 +132,6 @@ def class_calibration_errors(labels: np.ndarray, probs: np.ndarray, bins: int = 
         gaps = sum(n * abs(q - a) for n, q, a in zip(table["count"], table["confidence"], table["accuracy"]) if n)
         errors.append(float(gaps / max(len(labels), 1)))
     return errors
-
-
-def above_thresholds(probs: np.ndarray, thresholds: list[float] | None) -> np.ndarray:
-    """multi_label: 1 where a class's probability reaches its threshold (0.5 without thresholds)."""
-    return (probs >= (0.5 if thresholds is None else np.asarray(thresholds))).astype(np.int64)
 
 
 def multi_label_metrics(labels: np.ndarray, logits: np.ndarray, label_names: list[str],

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -13,11 +14,13 @@ from loraclf.config.schema import Config
 from loraclf.errors import UserError
 from loraclf.rundir.layout import (
     ADAPTER,
+    ADAPTER_CARD,
     CONFIG,
     LABELS,
     ROUND_RECORD,
     SUMMARY,
     THRESHOLDS,
+    TOKENIZER,
     check_folder,
     round_folders,
 )
@@ -74,3 +77,16 @@ def read_round(folder: Path) -> dict[str, Any] | None:
 def read_rounds(run_dir: Path) -> list[dict[str, Any]]:
     """The records of a run's complete adaptation rounds, in order."""
     return [record for record in map(read_round, round_folders(run_dir)) if record is not None]
+
+
+def fingerprint(run_dir: Path) -> str:
+    """sha256 of what a run's answers come from beside its base model: its config, adapter (head included; not
+    the model card) and tokenizer files. An export records it; a start-up export whose fingerprint differs from
+    its run's is stale and is not used."""
+    digest = hashlib.sha256()
+    files = [run_dir / CONFIG] + sorted(p for folder in (ADAPTER, TOKENIZER) for p in (run_dir / folder).rglob("*")
+                                        if p.is_file() and p != run_dir / ADAPTER / ADAPTER_CARD)
+    for path in files:
+        digest.update(path.relative_to(run_dir).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return digest.hexdigest()
+

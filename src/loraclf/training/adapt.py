@@ -39,7 +39,7 @@ from loraclf.data.encoding import Encoded, encode
 from loraclf.data.labels import encode_labels
 from loraclf.data.sources import read_file
 from loraclf.data.tables import Schema
-from loraclf.metrics.classification import softmax
+from loraclf.metrics.probabilities import softmax
 from loraclf.rundir import atomic, layout, readers
 from loraclf.training import checkpoint
 from loraclf.training.consistency import IGNORE, ConsistencyLoss

@@ -18,13 +18,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from loraclf.data.encoding import Encoded
-from loraclf.metrics.classification import above_thresholds, sigmoid
+from loraclf.data.encoding import Encoded, document_logits
+from loraclf.metrics.probabilities import above_thresholds, sigmoid
 from loraclf.model import runtime
 from loraclf.model.build import build_base
 from loraclf.model.heads import head_module_names
 from loraclf.model.int8 import quantize_linears
-from loraclf.model.logits import document_logits
 from loraclf.model.runtime import dtype_name
 from loraclf.rundir import layout
 from loraclf.training import checkpoint

@@ -8,10 +8,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from loraclf.data.encoding import Encoded, cut_note, encode
+from loraclf.data.encoding import Encoded, cut_note, document_logits, encode
 from loraclf.metrics.classification import confident_mistakes, metrics, tune_thresholds
 from loraclf.metrics.plots import plot_confusion
-from loraclf.model.logits import document_logits
 from loraclf.model.runtime import dtype_name, peak_memory_mb
 from loraclf.rundir import atomic, card, layout, readers, report
 from loraclf.training import answers, calibration, checkpoint
