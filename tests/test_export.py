@@ -220,6 +220,10 @@ def test_a_start_up_export_answers_for_its_run_without_torch_while_it_matches(tm
     for device in (None, "cpu"):
         fast = Classifier.load(run, device=device)
         assert isinstance(fast.backend, OnnxExport) and "(export --start-up;" in fast.runs_in
+    # A run that answers in bf16 where it is native answers from it in fp32 too, unless bf16 is asked for.
+    summary = run / "metrics.json"
+    summary.write_text(json.dumps(json.loads(summary.read_text()) | {"inference_precision": "bfloat16"}))
+    assert isinstance(Classifier.load(run).backend, OnnxExport)
     assert np.abs(fast.logits(texts, 16) - reference).max() < 1e-5
     out = tmp_path / "fast.csv"
     done = subprocess.run([sys.executable, "-c", IMPORTS_PROBE, "predict", str(run), *texts[:20], "--output",

@@ -201,9 +201,9 @@ def _add_export(commands) -> argparse.ArgumentParser:
     export.add_argument("--output", help="export folder")
     export.add_argument("--overwrite", action="store_true", help="replace a non-empty export folder")
     export.add_argument("--start-up", action="store_true",
-                        help="write the run as ONNX into its own folder (RUN/onnx): `loraclf predict RUN` then "
-                             "starts from it in about a second, without torch, where it answers as the run does "
-                             "(fp32 on the CPU; checked against the run's adapter at every load)")
+                        help="write the run as ONNX into its own folder (RUN/onnx): evaluate, predict and serve of "
+                             "the run then run it on the CPU in fp32 (onnxruntime, no torch: `loraclf predict RUN` "
+                             "starts in about a second), while it matches the run's adapter")
     return export
 
 

@@ -117,7 +117,7 @@ def export(run_dir: str | Path, fmt: str, output: str | Path, int8: bool = False
 
 def export_start_up(run_dir: str | Path, log=print) -> Path:
     """The run as an ONNX export inside its own folder (RUN/onnx, replaced if there), which Classifier.load(RUN)
-    runs instead of torch where it answers as the run does (inference/classifier.py): `loraclf predict RUN "a
+    runs instead of torch on the CPU in fp32 (inference/classifier.py start_up_export): `loraclf predict RUN "a
     text"` then starts without importing torch, PEFT or transformers' models."""
     _, config, _ = readers.read_run_config(run_dir)
     if config.quantization.bits:
@@ -125,8 +125,8 @@ def export_start_up(run_dir: str | Path, log=print) -> Path:
                         "export holds full-precision weights and would answer otherwise")
     out = export(run_dir, "onnx", Path(run_dir) / layout.START_UP, overwrite=True, log=log)
     if readers.read_summary(Path(run_dir)).get("inference_precision", "float32") != "float32":
-        log(f"{run_dir} answers in bf16 where the CPU has it natively: predict starts from {out} with "
-            "--precision fp32")
+        log(f"{run_dir} answered in bf16 where the CPU has it natively; with {out} it answers in fp32 on the CPU "
+            "(the same labels on its validation and test sets); --precision bf16 loads its torch model in bf16")
     return out
 
 

@@ -207,14 +207,17 @@ class Classifier:
 def start_up_export(about: Description, device: Any, precision: str, quantized: bool, merge: bool,
                     int8: bool) -> Path | None:
     """A run's own ONNX export (`loraclf export RUN --start-up`), where it answers as the run's torch model
-    would: the run answers in fp32 (its recorded precision float32, or `precision` fp32), on the CPU (`device`
-    cpu, or none given on a machine with no CUDA or Apple GPU that torch would pick), merged, not int8, not on
-    a quantized base; and the export's fingerprint is the run's (same config, adapter and tokenizer). Its
-    logits are the torch model's within 1e-5 (tests/test_export.py), and it starts without importing torch."""
+    does in fp32: `precision` auto or fp32, on the CPU (`device` cpu, or none given on a machine with no CUDA
+    or Apple GPU that torch would pick), merged, not int8, not on a quantized base; and the export's
+    fingerprint is the run's (same config, adapter and tokenizer). Its logits are the torch model's fp32 logits
+    within 1e-5 (tests/test_export.py), and it starts without importing torch. A run that answers in bf16 where
+    the CPU has it natively answers in fp32 once it has a start-up export (its user asked for it; bf16 gave
+    fp32's labels on its validation and test sets, or the run would answer in fp32 anyway); `precision` bf16
+    loads the torch model in bf16."""
     folder = about.path / layout.START_UP
     if about.kind != "run" or not (folder / manifest.MANIFEST).is_file() or int8 or not merge:
         return None
-    if precision != "fp32" and (precision != "auto" or about.precision != "float32"):
+    if precision not in ("auto", "fp32"):
         return None
     if (quantized and about.info.get("quantization")) or not _on_cpu(device):
         return None
