@@ -55,7 +55,8 @@ def main() -> None:
             folders[name] = export(args.run_dir, fmt, Path(tmp) / name.split()[0] / fmt / str(int8), int8=int8,
                                    log=lambda _: None)
         for name, folder in folders.items():
-            classifier = Classifier.load(folder, device="cpu", start_up=False)  # a run's training precision; exports: fp32
+            # A run in its training precision, its torch model even where it has a start-up export; exports: fp32.
+            classifier = Classifier.load(folder, device="cpu", start_up=False)
             dtype = classifier.dtype
             best = float("inf")
             for _ in range(args.repeat):

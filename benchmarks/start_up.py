@@ -51,7 +51,8 @@ def main() -> None:
         shutil.rmtree(start_up, ignore_errors=True)
         commands = {"--help": [*loraclf, "--help"],
                     "run (torch, the run's precision)": [*loraclf, "predict", str(args.run_dir), TEXT],
-                    "run --precision fp32 (torch)": [*loraclf, "predict", str(args.run_dir), TEXT, "--precision", "fp32"],
+                    "run --precision fp32 (torch)": [*loraclf, "predict", str(args.run_dir), TEXT,
+                                                     "--precision", "fp32"],
                     "merged export (torch, no PEFT)": [*loraclf, "predict", str(exports["merged"]), TEXT],
                     "onnx export (onnxruntime, no torch)": [*loraclf, "predict", str(exports["onnx"]), TEXT]}
         rows = [(name, [timed(command) for _ in range(args.repeat)]) for name, command in commands.items()]

@@ -61,14 +61,14 @@ class Classifier:
         if precision not in PRECISIONS:
             raise UserError(f"precision: expected one of {', '.join(PRECISIONS)}; got {precision!r}")
         description = with_long_texts(describe(folder), long_texts, window_stride)
-        start_up = start_up_export(description, device, precision, quantized, merge, int8) if start_up else None
+        own_export = start_up_export(description, device, precision, quantized, merge, int8) if start_up else None
         if description.kind in ONNX_KINDS:
             if int8:
                 raise UserError(f"--int8: {description.path} is an ONNX export; `loraclf export --int8` makes an "
                                 "int8 one")
-            backend = OnnxExport(description.path, description.kind, manifest.ONNX_FILE)
-        elif start_up is not None:
-            backend = OnnxExport(start_up, "onnx", manifest.ONNX_FILE, made_by="export --start-up")
+            backend = OnnxExport(description.path, description.kind)
+        elif own_export is not None:
+            backend = OnnxExport(own_export, "onnx", start_up=True)
         else:
             from loraclf.inference import torch_model  # here, not at the top: ONNX exports run without torch
 

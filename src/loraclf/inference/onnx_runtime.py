@@ -12,6 +12,7 @@ import numpy as np
 
 from loraclf.data.encoding import Encoded, in_length_order
 from loraclf.errors import UserError
+from loraclf.inference.manifest import ONNX_FILE
 
 
 class OnnxModel:
@@ -36,11 +37,11 @@ class OnnxModel:
 class OnnxExport:
     """An ONNX export's session and tokenizer, as the Classifier runs them: on the CPU, in the graph's precision."""
 
-    device, dtype = "cpu", None
+    device, dtype, precision = "cpu", None, "float32"
 
-    def __init__(self, folder: Path, kind: str, model_file: str, made_by: str | None = None):
-        # made_by: how a run's own export was made, where the Classifier runs it for the run (its start-up export).
-        self.kind, self.folder, self.made_by, self.model = kind, folder, made_by, OnnxModel(folder / model_file)
+    def __init__(self, folder: Path, kind: str, start_up: bool = False):
+        # start_up: the folder is a run's own export (`export --start-up`), which the Classifier runs for the run.
+        self.kind, self.folder, self.start_up, self.model = kind, folder, start_up, OnnxModel(folder / ONNX_FILE)
         if (folder / "tokenizer.json").is_file():
             from transformers import TokenizersBackend
 
@@ -52,16 +53,12 @@ class OnnxExport:
 
             self.tokenizer = AutoTokenizer.from_pretrained(folder)
 
-    @property
-    def precision(self) -> str:
-        return "float32"
-
     def logits(self, tokens: Encoded, batch_size: int) -> np.ndarray:
         """Logits for every item, in input order, batched by length as the torch predictor batches them."""
         return in_length_order(tokens, batch_size, self.tokenizer.pad_token_id, self.model)
 
     def runs_in(self, agreement: dict[str, float] | None = None) -> str:
         weights = "int8 weights (MatMulNBits)" if self.kind == "onnx-int8" else "fp32"
-        source = f"; from the run's ONNX export {self.folder} ({self.made_by}; it matches the run's adapter)" \
-            if self.made_by else ""
+        source = f"; from the run's ONNX export {self.folder} (export --start-up; it matches the run's adapter)" \
+            if self.start_up else ""
         return f"device: cpu (onnxruntime); precision: {weights}{source}"
